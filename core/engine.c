@@ -1,0 +1,1104 @@
+/* The replicated engine: database registry, sessions, the per-database writer queue, the
+ * write path (step -> poll -> propose -> apply -> reply), the FSM, snapshots and local
+ * checkpoints. See core.h for the contract and docs/design.md for the reasoning.
+ *
+ * Writer slot: each database has at most one writing session at a time. A statement that
+ * may write (sqlite3_stmt_readonly false) takes the slot before its first step, or waits in
+ * a FIFO queue (bounded by writer_timeout_ms) rather than failing with "database is
+ * locked". A session keeps the slot until its transaction ends (autocommit again) and any
+ * commit it proposed has been applied. While a commit is in flight the VFS also holds
+ * SQLite's WAL write lock on its behalf, so nothing else can write underneath. */
+#include "core.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/buf.h"
+#include "../lib/log.h"
+#include "command.h"
+#include "vfs.h"
+
+#define SNAPSHOT_MAGIC 0x4e535150u /* "PQSN" */
+#define SNAPSHOT_VERSION 1
+
+enum stmt_state {
+	ST_NEW,         /* never stepped */
+	ST_WAIT_READY,  /* waiting for this node to be a ready leader */
+	ST_WAIT_SLOT,   /* in the database's writer queue */
+	ST_RUNNING,     /* stepping */
+	ST_WAIT_COMMIT, /* its commit was proposed */
+	ST_FINISHED,    /* returned CORE_DONE or an error */
+};
+
+struct proposal {
+	struct core_engine *engine;
+	struct database *db;  /* NULL for create/drop */
+	struct core_stmt *st; /* NULL once the statement's session is gone */
+	uint64_t index;
+	int result;           /* set by apply for create/drop */
+	core_done_cb done_cb; /* create/drop */
+	void *done_arg;
+	struct proposal *next; /* engine's list of proposals in flight */
+};
+
+struct database {
+	char name[CORE_DB_NAME_MAX + 1];
+	char file[CORE_DB_NAME_MAX + 32]; /* VFS file name: "<create index>-<name>" */
+	uint64_t create_index;
+	bool dropped;                  /* dropped while sessions were still on it */
+	int n_sessions;
+	struct core_session *writer;   /* holder of the writer slot */
+	struct proposal *inflight;     /* the commit in flight */
+	struct core_stmt *wait_head, *wait_tail; /* writer queue */
+	sqlite3 *ckpt_conn;            /* internal connection for checkpoints */
+	struct database *next;
+};
+
+struct core_session {
+	struct core_engine *engine;
+	struct database *db;
+	sqlite3 *conn;
+	struct core_stmt *active; /* the statement with a pending step, if any */
+	struct core_error err;
+	struct core_session *next;
+};
+
+struct core_stmt {
+	struct core_session *session;
+	sqlite3_stmt *stmt;
+	enum stmt_state state;
+	core_step_cb cb;
+	void *arg;
+	uint64_t deadline;
+	int step_rc;      /* CORE_ROW/CORE_DONE to report once the commit is applied */
+	int64_t changes;
+	struct core_stmt *next_wait;
+	struct core_stmt *next_ready;
+};
+
+struct core_engine {
+	struct core_config cfg;
+	struct core_replication *repl;
+	struct core_vfs *vfs;
+	struct database *dbs;
+	struct core_session *sessions;
+	struct proposal *proposals;
+	struct core_stmt *ready_head, *ready_tail;
+	bool leader;
+	bool ready;
+	uint64_t now;
+};
+
+static unsigned vfs_counter;
+
+void core_config_defaults(struct core_config *c)
+{
+	c->page_size = 4096;
+	c->checkpoint_threshold = 1000;
+	c->writer_timeout_ms = 10000;
+	c->apply_timeout_ms = 10000;
+	c->mem_cap = 0;
+}
+
+/* ---- Databases ---------------------------------------------------------------------- */
+
+static struct database *db_find(struct core_engine *e, const char *name)
+{
+	struct database *d;
+	for (d = e->dbs; d != NULL; d = d->next)
+		if (!d->dropped && strcmp(d->name, name) == 0)
+			return d;
+	return NULL;
+}
+
+static struct database *db_add(struct core_engine *e, const char *name, uint64_t index)
+{
+	struct database *d = calloc(1, sizeof *d);
+	if (d == NULL)
+		return NULL;
+	snprintf(d->name, sizeof d->name, "%s", name);
+	snprintf(d->file, sizeof d->file, "%llu-%s", (unsigned long long)index, name);
+	d->create_index = index;
+	d->next = e->dbs;
+	e->dbs = d;
+	return d;
+}
+
+static void db_close_ckpt(struct database *d)
+{
+	if (d->ckpt_conn != NULL) {
+		sqlite3_close(d->ckpt_conn);
+		d->ckpt_conn = NULL;
+	}
+}
+
+/* Free a database's memory once nothing refers to it. */
+static void db_release(struct core_engine *e, struct database *d)
+{
+	struct database **pp;
+	if (d->n_sessions > 0 || d->inflight != NULL)
+		return;
+	db_close_ckpt(d);
+	core__vfs_delete_db(e->vfs, d->file);
+	for (pp = &e->dbs; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == d) {
+			*pp = d->next;
+			break;
+		}
+	}
+	free(d);
+}
+
+static bool valid_db_name(const char *name)
+{
+	size_t n = strlen(name);
+	return n >= 1 && n <= CORE_DB_NAME_MAX;
+}
+
+bool core_database_exists(struct core_engine *e, const char *name)
+{
+	return db_find(e, name) != NULL;
+}
+
+/* ---- Connections ---------------------------------------------------------------------- */
+
+/* Deny what would touch the WAL behind the VFS's back or block the loop thread. */
+static int authorizer(void *arg, int action, const char *a1, const char *a2, const char *a3,
+		      const char *a4)
+{
+	static const char *const denied_pragmas[] = {
+		"journal_mode", "page_size", "wal_checkpoint", "wal_autocheckpoint", "synchronous",
+		"busy_timeout", "locking_mode", "journal_size_limit", "read_uncommitted",
+		"mmap_size", "temp_store_directory", "data_store_directory", NULL,
+	};
+	int i;
+
+	if (action == SQLITE_ATTACH)
+		return (a1 == NULL || a1[0] == 0) ? SQLITE_OK : SQLITE_DENY;
+	if (action == SQLITE_PRAGMA) {
+		for (i = 0; denied_pragmas[i] != NULL; i++) {
+			if (sqlite3_stricmp(a1, denied_pragmas[i]) != 0)
+				continue;
+			/* Reading journal_mode and page_size is harmless. */
+			if (a2 == NULL && (sqlite3_stricmp(a1, "journal_mode") == 0 ||
+					   sqlite3_stricmp(a1, "page_size") == 0 ||
+					   sqlite3_stricmp(a1, "synchronous") == 0))
+				return SQLITE_OK;
+			return SQLITE_DENY;
+		}
+	}
+	return SQLITE_OK;
+}
+
+static int conn_exec(sqlite3 *conn, const char *sql)
+{
+	return sqlite3_exec(conn, sql, NULL, NULL, NULL);
+}
+
+/* Open and configure a connection to database d. */
+static int conn_open(struct core_engine *e, struct database *d, sqlite3 **out)
+{
+	sqlite3 *conn = NULL;
+	struct core_frames fr;
+	int rv;
+
+	rv = sqlite3_open_v2(d->file, &conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_EXRESCODE,
+			     core__vfs_name(e->vfs));
+	if (rv != SQLITE_OK)
+		goto err;
+	sqlite3_extended_result_codes(conn, 1);
+	if (conn_exec(conn, "PRAGMA journal_mode=WAL") != SQLITE_OK ||
+	    conn_exec(conn, "PRAGMA synchronous=OFF") != SQLITE_OK ||
+	    conn_exec(conn, "PRAGMA foreign_keys=ON") != SQLITE_OK)
+		goto err;
+	sqlite3_wal_autocheckpoint(conn, 0);
+	sqlite3_db_config(conn, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+	sqlite3_db_config(conn, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+	sqlite3_set_authorizer(conn, authorizer, NULL);
+	/* Configuration must not have produced frames. */
+	if (core__vfs_poll(e->vfs, d->file, &fr) != 0 || fr.n != 0) {
+		LOGE("engine: %s: connection setup wrote to the database", d->name);
+		core__vfs_abort(e->vfs, d->file);
+		core__frames_close(&fr);
+		goto err;
+	}
+	*out = conn;
+	return 0;
+err:
+	LOGE("engine: open %s: %s", d->name, conn ? sqlite3_errmsg(conn) : "out of memory");
+	sqlite3_close(conn);
+	return ERR_IO;
+}
+
+/* ---- Checkpoints ---------------------------------------------------------------------- */
+
+static void maybe_checkpoint(struct core_engine *e, struct database *d)
+{
+	int rv, log = 0, ckpt = 0;
+	if (core__vfs_wal_frames(e->vfs, d->file) < e->cfg.checkpoint_threshold)
+		return;
+	if (!core__vfs_idle(e->vfs, d->file))
+		return;
+	if (d->ckpt_conn == NULL && conn_open(e, d, &d->ckpt_conn) != 0)
+		return;
+	rv = sqlite3_wal_checkpoint_v2(d->ckpt_conn, "main", SQLITE_CHECKPOINT_TRUNCATE, &log,
+				       &ckpt);
+	if (rv != SQLITE_OK)
+		LOGW("engine: %s: checkpoint: %s", d->name, sqlite3_errmsg(d->ckpt_conn));
+	else if (core__vfs_wal_frames(e->vfs, d->file) != 0)
+		LOGW("engine: %s: checkpoint left %u frames", d->name,
+		     core__vfs_wal_frames(e->vfs, d->file));
+}
+
+/* ---- Engine --------------------------------------------------------------------------- */
+
+int core_engine_create(const struct core_config *cfg, struct core_replication *repl,
+		       struct core_engine **out)
+{
+	struct core_engine *e;
+	char name[64];
+	int rv;
+
+	if (cfg->page_size < 512 || cfg->page_size > 65536 ||
+	    (cfg->page_size & (cfg->page_size - 1)))
+		return ERR_INVALID;
+	e = calloc(1, sizeof *e);
+	if (e == NULL)
+		return ERR_NOMEM;
+	e->cfg = *cfg;
+	e->repl = repl;
+	snprintf(name, sizeof name, "pqlite-%u", vfs_counter++);
+	rv = core__vfs_create(name, cfg->mem_cap, &e->vfs);
+	if (rv != 0) {
+		free(e);
+		return rv;
+	}
+	/* A fresh cluster holds "postgres", created at log index 0 on every node. */
+	if (db_add(e, CORE_DEFAULT_DB, 0) == NULL ||
+	    core__vfs_create_db(e->vfs, e->dbs->file, cfg->page_size) != 0) {
+		core_engine_destroy(e);
+		return ERR_NOMEM;
+	}
+	*out = e;
+	return 0;
+}
+
+static void dbs_free(struct database *list);
+
+void core_engine_destroy(struct core_engine *e)
+{
+	dbs_free(e->dbs);
+	e->dbs = NULL;
+	while (e->proposals != NULL) {
+		struct proposal *p = e->proposals;
+		e->proposals = p->next;
+		p->engine = NULL; /* a late callback must not touch the engine */
+	}
+	core__vfs_destroy(e->vfs);
+	free(e);
+}
+
+const char *core_engine_leader_address(struct core_engine *e)
+{
+	return e->repl->leader_address(e->repl);
+}
+
+static void session_fail(struct core_session *s, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void session_fail(struct core_session *s, int code, const char *fmt, ...)
+{
+	va_list ap;
+	s->err.code = code;
+	s->err.sqlite_code = 0;
+	s->err.offset = -1;
+	va_start(ap, fmt);
+	vsnprintf(s->err.msg, sizeof s->err.msg, fmt, ap);
+	va_end(ap);
+}
+
+static void session_sql_error(struct core_session *s, int offset)
+{
+	s->err.code = ERR_SQL;
+	s->err.sqlite_code = sqlite3_extended_errcode(s->conn);
+	s->err.offset = offset;
+	snprintf(s->err.msg, sizeof s->err.msg, "%s", sqlite3_errmsg(s->conn));
+}
+
+static int advance(struct core_stmt *st);
+
+/* Report the outcome of a pending step. */
+static void deliver(struct core_stmt *st, int rc)
+{
+	if (rc != CORE_ROW && rc != CORE_PENDING)
+		st->state = ST_FINISHED;
+	if (st->session->active == st)
+		st->session->active = NULL;
+	st->cb(st, rc, st->arg);
+}
+
+static void ready_remove(struct core_engine *e, struct core_stmt *st)
+{
+	struct core_stmt **pp;
+	e->ready_tail = NULL;
+	for (pp = &e->ready_head; *pp != NULL;) {
+		if (*pp == st)
+			*pp = st->next_ready;
+		else {
+			e->ready_tail = *pp;
+			pp = &(*pp)->next_ready;
+		}
+	}
+	st->next_ready = NULL;
+}
+
+static void wait_remove(struct database *d, struct core_stmt *st)
+{
+	struct core_stmt **pp;
+	d->wait_tail = NULL;
+	for (pp = &d->wait_head; *pp != NULL;) {
+		if (*pp == st)
+			*pp = st->next_wait;
+		else {
+			d->wait_tail = *pp;
+			pp = &(*pp)->next_wait;
+		}
+	}
+	st->next_wait = NULL;
+}
+
+static bool slot_free(struct database *d)
+{
+	return d->writer == NULL && d->inflight == NULL;
+}
+
+/* Hand the writer slot to queued statements while it is free. */
+static void db_wake(struct database *d)
+{
+	while (slot_free(d) && d->wait_head != NULL) {
+		struct core_stmt *st = d->wait_head;
+		int rc;
+		d->wait_head = st->next_wait;
+		if (d->wait_head == NULL)
+			d->wait_tail = NULL;
+		st->next_wait = NULL;
+		d->writer = st->session;
+		st->state = ST_RUNNING;
+		rc = advance(st);
+		if (rc != CORE_PENDING)
+			deliver(st, rc);
+	}
+}
+
+/* Give the slot back when the session's transaction is over and nothing is in flight. */
+static void session_release_slot(struct core_session *s)
+{
+	struct database *d = s->db;
+	if (d->writer != s)
+		return;
+	if (!sqlite3_get_autocommit(s->conn))
+		return;
+	if (d->inflight != NULL && d->inflight->st != NULL && d->inflight->st->session == s)
+		return;
+	d->writer = NULL;
+	db_wake(d);
+}
+
+void core_engine_tick(struct core_engine *e, uint64_t now_ms)
+{
+	struct database *d;
+	struct core_stmt *st;
+	bool again = true;
+
+	e->now = now_ms;
+	while (again) {
+		again = false;
+		for (st = e->ready_head; st != NULL; st = st->next_ready) {
+			if (st->deadline <= now_ms) {
+				ready_remove(e, st);
+				session_fail(st->session, ERR_TIMEOUT,
+					     "no leader became available within %u ms",
+					     e->cfg.apply_timeout_ms);
+				deliver(st, ERR_TIMEOUT);
+				again = true;
+				break;
+			}
+		}
+		for (d = e->dbs; d != NULL && !again; d = d->next) {
+			for (st = d->wait_head; st != NULL; st = st->next_wait) {
+				if (st->deadline <= now_ms) {
+					wait_remove(d, st);
+					session_fail(st->session, ERR_TIMEOUT,
+						     "timed out after %u ms waiting for another "
+						     "transaction to finish writing to database \"%s\"",
+						     e->cfg.writer_timeout_ms, d->name);
+					deliver(st, ERR_TIMEOUT);
+					again = true;
+					break;
+				}
+			}
+		}
+	}
+}
+
+void core_engine_set_leader(struct core_engine *e, bool leader, bool ready)
+{
+	bool was_ready = e->leader && e->ready;
+	e->leader = leader;
+	e->ready = leader && ready;
+	if (e->ready && !was_ready) {
+		/* Everything waiting for readiness proceeds, in arrival order. */
+		while (e->ready_head != NULL) {
+			struct core_stmt *st = e->ready_head;
+			int rc;
+			ready_remove(e, st);
+			st->state = ST_NEW;
+			rc = advance(st);
+			if (rc != CORE_PENDING)
+				deliver(st, rc);
+		}
+	}
+	if (!leader) {
+		struct database *d;
+		while (e->ready_head != NULL) {
+			struct core_stmt *st = e->ready_head;
+			ready_remove(e, st);
+			session_fail(st->session, ERR_NOTLEADER, "this node is not the leader");
+			deliver(st, ERR_NOTLEADER);
+		}
+		for (d = e->dbs; d != NULL; d = d->next) {
+			while (d->wait_head != NULL) {
+				struct core_stmt *st = d->wait_head;
+				wait_remove(d, st);
+				session_fail(st->session, ERR_NOTLEADER,
+					     "this node is not the leader");
+				deliver(st, ERR_NOTLEADER);
+			}
+		}
+	}
+}
+
+/* ---- Proposals ------------------------------------------------------------------------ */
+
+static void proposal_unlink(struct core_engine *e, struct proposal *p)
+{
+	struct proposal **pp;
+	for (pp = &e->proposals; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			return;
+		}
+	}
+}
+
+static struct proposal *proposal_find(struct core_engine *e, uint64_t index)
+{
+	struct proposal *p;
+	for (p = e->proposals; p != NULL; p = p->next)
+		if (p->index == index)
+			return p;
+	return NULL;
+}
+
+/* Encode and propose a command. On 0, *out is in flight and cb will fire. */
+static int propose(struct core_engine *e, const struct command *c, core_repl_cb cb,
+		   struct proposal *p)
+{
+	size_t len = cmd_sizeof(c);
+	void *buf = e->repl->alloc(e->repl, len);
+	int rv;
+
+	if (buf == NULL)
+		return ERR_NOMEM;
+	cmd_encode(c, buf);
+	rv = e->repl->propose(e->repl, buf, len, &p->index, cb, p);
+	if (rv != 0) {
+		e->repl->free(e->repl, buf);
+		return rv;
+	}
+	p->next = e->proposals;
+	e->proposals = p;
+	return 0;
+}
+
+static void frames_done(void *arg, int status)
+{
+	struct proposal *p = arg;
+	struct core_engine *e = p->engine;
+	struct database *d = p->db;
+	struct core_stmt *st = p->st;
+
+	if (e == NULL) { /* engine destroyed first */
+		free(p);
+		return;
+	}
+	proposal_unlink(e, p);
+	if (status != 0) {
+		/* Not applied here (yet): release the lock taken on the transaction's behalf.
+		 * If another leader commits the entry, it is applied later as a follower's. */
+		core__vfs_abort(e->vfs, d->file);
+	}
+	d->inflight = NULL;
+	free(p);
+	if (st == NULL) {
+		if (d->dropped)
+			db_release(e, d);
+		else
+			db_wake(d);
+		return;
+	}
+	if (status != 0) {
+		if (status == ERR_LEADERSHIP_LOST || status == ERR_SHUTDOWN)
+			session_fail(st->session, ERR_LEADERSHIP_LOST,
+				     "leadership lost while committing: the transaction may or may "
+				     "not have been committed");
+		else
+			session_fail(st->session, status, "commit failed: %s", err_str(status));
+		session_release_slot(st->session);
+		deliver(st, st->session->err.code);
+		return;
+	}
+	st->state = ST_RUNNING;
+	session_release_slot(st->session);
+	deliver(st, st->step_rc);
+}
+
+/* ---- Stepping ------------------------------------------------------------------------- */
+
+/* One sqlite3_step, then replicate what it committed, if anything. */
+static int step_once(struct core_stmt *st)
+{
+	struct core_session *s = st->session;
+	struct core_engine *e = s->engine;
+	struct database *d = s->db;
+	struct core_frames fr;
+	struct command cmd;
+	struct proposal *p;
+	int rc, rv;
+
+	rc = sqlite3_step(st->stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		session_sql_error(s, sqlite3_error_offset(s->conn));
+		/* SQLite rolled the statement (or transaction) back; nothing to replicate. */
+		if (core__vfs_poll(e->vfs, d->file, &fr) == 0 && fr.n != 0) {
+			core__vfs_abort(e->vfs, d->file);
+			core__frames_close(&fr);
+		}
+		session_release_slot(s);
+		return ERR_SQL;
+	}
+	st->step_rc = rc == SQLITE_ROW ? CORE_ROW : CORE_DONE;
+	if (rc == SQLITE_DONE)
+		st->changes = sqlite3_changes64(s->conn);
+
+	rv = core__vfs_poll(e->vfs, d->file, &fr);
+	if (rv != 0) {
+		session_fail(s, rv, "could not capture the transaction: %s", err_str(rv));
+		session_release_slot(s);
+		return rv;
+	}
+	if (fr.n == 0) {
+		if (rc == SQLITE_DONE)
+			session_release_slot(s);
+		return st->step_rc;
+	}
+	if (d->writer != s) {
+		/* Every writing statement takes the slot first; a write without it means a
+		 * statement flagged read-only wrote. Accept it: SQLite's own lock serialised it. */
+		LOGW("engine: %s: write without the writer slot", d->name);
+		if (d->writer == NULL)
+			d->writer = s;
+	}
+	p = calloc(1, sizeof *p);
+	if (p == NULL) {
+		rv = ERR_NOMEM;
+		goto abort;
+	}
+	p->engine = e;
+	p->db = d;
+	p->st = st;
+	memset(&cmd, 0, sizeof cmd);
+	cmd.type = CMD_FRAMES;
+	snprintf(cmd.db, sizeof cmd.db, "%s", d->name);
+	cmd.frames = fr;
+	rv = propose(e, &cmd, frames_done, p);
+	core__frames_close(&fr);
+	if (rv != 0) {
+		free(p);
+		core__vfs_abort(e->vfs, d->file);
+		if (rv == ERR_NOTLEADER)
+			session_fail(s, rv, "cannot commit: this node is not the leader");
+		else
+			session_fail(s, rv, "cannot commit: %s", err_str(rv));
+		session_release_slot(s);
+		return rv;
+	}
+	d->inflight = p;
+	st->state = ST_WAIT_COMMIT;
+	return CORE_PENDING;
+abort:
+	core__vfs_abort(e->vfs, d->file);
+	core__frames_close(&fr);
+	session_fail(s, rv, "cannot commit: %s", err_str(rv));
+	session_release_slot(s);
+	return rv;
+}
+
+/* Run a statement from its current state as far as it can go without waiting. */
+static int advance(struct core_stmt *st)
+{
+	struct core_session *s = st->session;
+	struct core_engine *e = s->engine;
+	struct database *d = s->db;
+
+	if (st->state == ST_NEW) {
+		if (d->dropped) {
+			session_fail(s, ERR_NOTFOUND, "database \"%s\" has been dropped", d->name);
+			return ERR_NOTFOUND;
+		}
+		if (!e->leader) {
+			session_fail(s, ERR_NOTLEADER, "this node is not the leader");
+			return ERR_NOTLEADER;
+		}
+		if (!e->ready) {
+			st->state = ST_WAIT_READY;
+			st->deadline = e->now + e->cfg.apply_timeout_ms;
+			if (e->ready_tail != NULL)
+				e->ready_tail->next_ready = st;
+			else
+				e->ready_head = st;
+			e->ready_tail = st;
+			return CORE_PENDING;
+		}
+		st->state = ST_RUNNING;
+		if (!sqlite3_stmt_readonly(st->stmt) && d->writer != s) {
+			if (slot_free(d) && d->wait_head == NULL) {
+				d->writer = s;
+			} else {
+				st->state = ST_WAIT_SLOT;
+				st->deadline = e->now + e->cfg.writer_timeout_ms;
+				if (d->wait_tail != NULL)
+					d->wait_tail->next_wait = st;
+				else
+					d->wait_head = st;
+				d->wait_tail = st;
+				return CORE_PENDING;
+			}
+		}
+	}
+	return step_once(st);
+}
+
+int core_stmt_step(struct core_stmt *st, core_step_cb cb, void *arg)
+{
+	int rc;
+	if (st->state == ST_FINISHED) {
+		session_fail(st->session, ERR_INVALID, "statement already finished");
+		return ERR_INVALID;
+	}
+	st->cb = cb;
+	st->arg = arg;
+	rc = advance(st);
+	if (rc == CORE_PENDING)
+		st->session->active = st;
+	else if (rc != CORE_ROW)
+		st->state = ST_FINISHED;
+	return rc;
+}
+
+sqlite3_stmt *core_stmt_sqlite(struct core_stmt *st)
+{
+	return st->stmt;
+}
+
+int64_t core_stmt_changes(struct core_stmt *st)
+{
+	return st->changes;
+}
+
+bool core_stmt_readonly(struct core_stmt *st)
+{
+	return sqlite3_stmt_readonly(st->stmt) != 0;
+}
+
+void core_stmt_finalize(struct core_stmt *st)
+{
+	struct core_session *s;
+	if (st == NULL)
+		return;
+	s = st->session;
+	sqlite3_finalize(st->stmt);
+	free(st);
+	/* Finalizing can end a read transaction; an autocommit session may now give the
+	 * slot back. */
+	session_release_slot(s);
+}
+
+/* ---- Sessions ------------------------------------------------------------------------- */
+
+int core_session_open(struct core_engine *e, const char *name, struct core_session **out)
+{
+	struct database *d = db_find(e, name);
+	struct core_session *s;
+	int rv;
+
+	if (d == NULL)
+		return ERR_NOTFOUND;
+	s = calloc(1, sizeof *s);
+	if (s == NULL)
+		return ERR_NOMEM;
+	s->engine = e;
+	s->db = d;
+	s->err.offset = -1;
+	rv = conn_open(e, d, &s->conn);
+	if (rv != 0) {
+		free(s);
+		return rv;
+	}
+	d->n_sessions++;
+	s->next = e->sessions;
+	e->sessions = s;
+	*out = s;
+	return 0;
+}
+
+void core_session_close(struct core_session *s)
+{
+	struct core_engine *e = s->engine;
+	struct database *d = s->db;
+	struct core_session **pp;
+	struct core_stmt *st = s->active;
+
+	if (st != NULL) {
+		switch (st->state) {
+		case ST_WAIT_READY:
+			ready_remove(e, st);
+			break;
+		case ST_WAIT_SLOT:
+			wait_remove(d, st);
+			break;
+		case ST_WAIT_COMMIT:
+			/* The commit stays in flight; it no longer has anyone to tell. */
+			if (d->inflight != NULL && d->inflight->st == st)
+				d->inflight->st = NULL;
+			break;
+		default:
+			break;
+		}
+		sqlite3_finalize(st->stmt);
+		free(st);
+		s->active = NULL;
+	}
+	/* Closing rolls back an open transaction; statements not finalized by the caller
+	 * are finalized here. */
+	sqlite3_close_v2(s->conn);
+	s->conn = NULL;
+	if (d->writer == s) {
+		d->writer = NULL;
+		db_wake(d);
+	}
+	for (pp = &e->sessions; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	d->n_sessions--;
+	free(s);
+	if (d->dropped)
+		db_release(e, d);
+}
+
+bool core_session_in_txn(struct core_session *s)
+{
+	return s->conn != NULL && !sqlite3_get_autocommit(s->conn);
+}
+
+const struct core_error *core_session_error(struct core_session *s)
+{
+	return &s->err;
+}
+
+int core_session_prepare(struct core_session *s, const char *sql, int len, const char **tail,
+			 struct core_stmt **out)
+{
+	sqlite3_stmt *stmt = NULL;
+	struct core_stmt *st;
+	int rc;
+
+	*out = NULL;
+	rc = sqlite3_prepare_v2(s->conn, sql, len, &stmt, tail);
+	if (rc != SQLITE_OK) {
+		session_sql_error(s, sqlite3_error_offset(s->conn));
+		return rc == SQLITE_NOMEM ? ERR_NOMEM : ERR_SQL;
+	}
+	if (stmt == NULL)
+		return 0;
+	st = calloc(1, sizeof *st);
+	if (st == NULL) {
+		sqlite3_finalize(stmt);
+		session_fail(s, ERR_NOMEM, "out of memory");
+		return ERR_NOMEM;
+	}
+	st->session = s;
+	st->stmt = stmt;
+	st->state = ST_NEW;
+	*out = st;
+	return 0;
+}
+
+/* ---- CREATE / DROP DATABASE ------------------------------------------------------------- */
+
+static void admin_done(void *arg, int status)
+{
+	struct proposal *p = arg;
+	struct core_engine *e = p->engine;
+	int rc;
+	if (e == NULL) {
+		free(p);
+		return;
+	}
+	proposal_unlink(e, p);
+	rc = status != 0 ? status : p->result;
+	p->done_cb(p->done_arg, rc);
+	free(p);
+}
+
+static int admin_propose(struct core_engine *e, uint8_t type, const char *name,
+			 core_done_cb cb, void *arg)
+{
+	struct command c;
+	struct proposal *p;
+	int rv;
+
+	if (!e->leader || !e->ready)
+		return ERR_NOTLEADER;
+	p = calloc(1, sizeof *p);
+	if (p == NULL)
+		return ERR_NOMEM;
+	p->engine = e;
+	p->done_cb = cb;
+	p->done_arg = arg;
+	memset(&c, 0, sizeof c);
+	c.type = type;
+	snprintf(c.db, sizeof c.db, "%s", name);
+	rv = propose(e, &c, admin_done, p);
+	if (rv != 0) {
+		free(p);
+		return rv;
+	}
+	return CORE_PENDING;
+}
+
+int core_database_create(struct core_engine *e, const char *name, core_done_cb cb, void *arg)
+{
+	if (!valid_db_name(name))
+		return ERR_INVALID;
+	if (db_find(e, name) != NULL)
+		return ERR_EXISTS;
+	return admin_propose(e, CMD_CREATE_DB, name, cb, arg);
+}
+
+int core_database_drop(struct core_engine *e, const char *name, core_done_cb cb, void *arg)
+{
+	struct database *d;
+	if (!valid_db_name(name))
+		return ERR_INVALID;
+	d = db_find(e, name);
+	if (d == NULL)
+		return ERR_NOTFOUND;
+	if (d->n_sessions > 0 || d->inflight != NULL)
+		return ERR_INUSE;
+	return admin_propose(e, CMD_DROP_DB, name, cb, arg);
+}
+
+/* ---- FSM ------------------------------------------------------------------------------ */
+
+void core_fsm_apply(struct core_engine *e, uint64_t index, const void *buf, size_t len)
+{
+	struct proposal *p = proposal_find(e, index);
+	struct command c;
+	struct database *d;
+	int rv;
+
+	rv = cmd_decode(buf, len, &c);
+	if (rv != 0) {
+		LOGE("fsm: entry %llu: cannot decode command (%s, %zu bytes): stopping",
+		     (unsigned long long)index, err_str(rv), len);
+		abort();
+	}
+	switch (c.type) {
+	case CMD_FRAMES:
+		/* DROP DATABASE is refused while a commit is in flight on it, so in the log
+		 * every FRAMES entry of a database precedes its DROP. */
+		d = db_find(e, c.db);
+		if (d == NULL) {
+			LOGW("fsm: entry %llu: frames for unknown database %s",
+			     (unsigned long long)index, c.db);
+			break;
+		}
+		rv = core__vfs_apply(e->vfs, d->file, &c.frames,
+				     p != NULL && p->db == d && d->inflight == p);
+		if (rv != 0) {
+			LOGE("fsm: entry %llu: apply to %s failed (%s): stopping",
+			     (unsigned long long)index, d->name, err_str(rv));
+			abort();
+		}
+		maybe_checkpoint(e, d);
+		break;
+	case CMD_CREATE_DB:
+		if (db_find(e, c.db) != NULL) {
+			if (p != NULL)
+				p->result = ERR_EXISTS;
+			break;
+		}
+		d = db_add(e, c.db, index);
+		if (d == NULL || core__vfs_create_db(e->vfs, d->file, e->cfg.page_size) != 0) {
+			LOGE("fsm: entry %llu: out of memory creating database: stopping",
+			     (unsigned long long)index);
+			abort();
+		}
+		LOGI("database \"%s\" created", c.db);
+		break;
+	case CMD_DROP_DB:
+		d = db_find(e, c.db);
+		if (d == NULL) {
+			if (p != NULL)
+				p->result = ERR_NOTFOUND;
+			break;
+		}
+		d->dropped = true;
+		db_release(e, d);
+		LOGI("database \"%s\" dropped", c.db);
+		break;
+	}
+	cmd_close(&c);
+}
+
+/* Snapshot format (little-endian):
+ *   u32 magic "PQSN" (0x4e535150), u32 format version 1, u32 number of databases D, u32 0,
+ *   then D times: u64 creation index, u32 name length L, u32 0, L name bytes zero-padded to
+ *   a multiple of 8, and the database image of core__vfs_snapshot_db. */
+int core_fsm_snapshot(struct core_engine *e, void **out, size_t *len)
+{
+	struct buf b;
+	struct database *d;
+	uint32_t n = 0;
+	int rv;
+
+	for (d = e->dbs; d != NULL; d = d->next)
+		if (!d->dropped)
+			n++;
+	buf_init(&b);
+	buf_put_u32le(&b, SNAPSHOT_MAGIC);
+	buf_put_u32le(&b, SNAPSHOT_VERSION);
+	buf_put_u32le(&b, n);
+	buf_put_u32le(&b, 0);
+	for (d = e->dbs; d != NULL; d = d->next) {
+		size_t nl = strlen(d->name);
+		if (d->dropped)
+			continue;
+		buf_put_u64le(&b, d->create_index);
+		buf_put_u32le(&b, (uint32_t)nl);
+		buf_put_u32le(&b, 0);
+		buf_put(&b, d->name, nl);
+		buf_put_zeros(&b, ((nl + 7) & ~(size_t)7) - nl);
+		rv = core__vfs_snapshot_db(e->vfs, d->file, &b);
+		if (rv != 0) {
+			buf_close(&b);
+			return rv;
+		}
+	}
+	if (b.failed) {
+		buf_close(&b);
+		return ERR_NOMEM;
+	}
+	*out = b.data;
+	*len = b.len;
+	return 0;
+}
+
+static void dbs_free(struct database *list)
+{
+	while (list != NULL) {
+		struct database *d = list;
+		list = d->next;
+		db_close_ckpt(d);
+		free(d);
+	}
+}
+
+/* Restore into a new VFS and swap it in only when the whole snapshot loaded, so a bad
+ * snapshot leaves the current state untouched. */
+int core_fsm_restore(struct core_engine *e, const void *buf, size_t len)
+{
+	struct cursor c = {buf, len};
+	uint32_t magic, version, n, zero, i;
+	struct database *d, *list = NULL;
+	struct core_vfs *vfs;
+	char vname[64];
+	int rv;
+
+	if (!cursor_get_u32le(&c, &magic) || !cursor_get_u32le(&c, &version) ||
+	    !cursor_get_u32le(&c, &n) || !cursor_get_u32le(&c, &zero) || magic != SNAPSHOT_MAGIC ||
+	    version != SNAPSHOT_VERSION || zero != 0)
+		return ERR_CORRUPT;
+	for (d = e->dbs; d != NULL; d = d->next) {
+		if (d->n_sessions > 0 || d->inflight != NULL) {
+			LOGE("fsm: cannot restore while database \"%s\" is in use", d->name);
+			return ERR_BUSY;
+		}
+	}
+	snprintf(vname, sizeof vname, "pqlite-%u", vfs_counter++);
+	rv = core__vfs_create(vname, e->cfg.mem_cap, &vfs);
+	if (rv != 0)
+		return rv;
+	for (i = 0; i < n; i++) {
+		uint64_t index;
+		uint32_t nl, z;
+		const uint8_t *name;
+		char nm[CORE_DB_NAME_MAX + 1];
+		if (!cursor_get_u64le(&c, &index) || !cursor_get_u32le(&c, &nl) ||
+		    !cursor_get_u32le(&c, &z) || nl == 0 || nl > CORE_DB_NAME_MAX || z != 0 ||
+		    !cursor_get_bytes(&c, nl, &name) || !cursor_skip(&c, ((nl + 7) & ~7u) - nl)) {
+			rv = ERR_CORRUPT;
+			goto err;
+		}
+		memcpy(nm, name, nl);
+		nm[nl] = 0;
+		if (memchr(name, 0, nl) != NULL) {
+			rv = ERR_CORRUPT;
+			goto err;
+		}
+		d = calloc(1, sizeof *d);
+		if (d == NULL) {
+			rv = ERR_NOMEM;
+			goto err;
+		}
+		snprintf(d->name, sizeof d->name, "%s", nm);
+		snprintf(d->file, sizeof d->file, "%llu-%s", (unsigned long long)index, nm);
+		d->create_index = index;
+		d->next = list;
+		list = d;
+		rv = core__vfs_restore_db(vfs, d->file, &c);
+		if (rv != 0)
+			goto err;
+	}
+	if (c.len != 0) {
+		rv = ERR_CORRUPT;
+		goto err;
+	}
+	dbs_free(e->dbs);
+	core__vfs_destroy(e->vfs);
+	e->vfs = vfs;
+	e->dbs = list;
+	LOGI("fsm: restored %u database(s) from a snapshot", n);
+	return 0;
+err:
+	LOGE("fsm: cannot restore snapshot: %s", err_str(rv));
+	dbs_free(list);
+	core__vfs_destroy(vfs);
+	return rv;
+}

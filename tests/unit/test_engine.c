@@ -1,0 +1,463 @@
+/* Engine tests with an in-process stand-in replicator: proposals queue up and are applied
+ * (core_fsm_apply, then the callback) when the test "runs the loop". Covers the write path,
+ * the writer queue, hidden-until-applied, leadership loss, snapshots and databases. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/core.h"
+
+struct entry {
+	void *buf;
+	size_t len;
+	uint64_t index;
+	core_repl_cb cb;
+	void *arg;
+	bool barrier;
+};
+
+struct fake_repl {
+	struct core_replication r;
+	struct core_engine *engine; /* FSM to apply to */
+	struct core_engine *mirror; /* a follower's FSM, applied too (may be NULL) */
+	struct entry q[256];
+	int n;
+	uint64_t last_index;
+	bool leader;
+};
+
+static void *f_alloc(struct core_replication *r, size_t len)
+{
+	return malloc(len);
+}
+static void f_free(struct core_replication *r, void *b)
+{
+	free(b);
+}
+static int f_propose(struct core_replication *r, void *buf, size_t len, uint64_t *index,
+		     core_repl_cb cb, void *arg)
+{
+	struct fake_repl *f = (struct fake_repl *)r;
+	if (!f->leader)
+		return ERR_NOTLEADER;
+	assert_true(len % 8 == 0);
+	assert_true(f->n < 256);
+	f->q[f->n] = (struct entry){buf, len, ++f->last_index, cb, arg, false};
+	*index = f->last_index;
+	f->n++;
+	return 0;
+}
+static int f_barrier(struct core_replication *r, core_repl_cb cb, void *arg)
+{
+	struct fake_repl *f = (struct fake_repl *)r;
+	f->q[f->n++] = (struct entry){NULL, 0, ++f->last_index, cb, arg, true};
+	return 0;
+}
+static bool f_is_leader(struct core_replication *r)
+{
+	return ((struct fake_repl *)r)->leader;
+}
+static bool f_needs_barrier(struct core_replication *r)
+{
+	return ((struct fake_repl *)r)->n > 0;
+}
+static const char *f_leader_address(struct core_replication *r)
+{
+	return "127.0.0.1:5433";
+}
+
+/* Commit and apply every queued entry, in order. */
+static void run(struct fake_repl *f)
+{
+	while (f->n > 0) {
+		struct entry e = f->q[0];
+		memmove(f->q, f->q + 1, sizeof f->q[0] * (size_t)(f->n - 1));
+		f->n--;
+		if (!e.barrier) {
+			core_fsm_apply(f->engine, e.index, e.buf, e.len);
+			if (f->mirror != NULL)
+				core_fsm_apply(f->mirror, e.index, e.buf, e.len);
+			free(e.buf);
+		}
+		e.cb(e.arg, 0);
+	}
+}
+
+/* Fail every queued entry as on a step-down (outcome unknown). */
+static void lose_leadership(struct fake_repl *f)
+{
+	f->leader = false;
+	while (f->n > 0) {
+		struct entry e = f->q[--f->n];
+		free(e.buf);
+		e.cb(e.arg, ERR_LEADERSHIP_LOST);
+	}
+}
+
+static void fake_init(struct fake_repl *f)
+{
+	memset(f, 0, sizeof *f);
+	f->r.alloc = f_alloc;
+	f->r.free = f_free;
+	f->r.propose = f_propose;
+	f->r.barrier = f_barrier;
+	f->r.is_leader = f_is_leader;
+	f->r.needs_barrier = f_needs_barrier;
+	f->r.leader_address = f_leader_address;
+	f->leader = true;
+}
+
+struct fixture {
+	struct fake_repl repl;
+	struct core_engine *e;
+	struct fake_repl repl2;
+	struct core_engine *e2; /* follower */
+};
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof *fx);
+	struct core_config cfg;
+	core_config_defaults(&cfg);
+	cfg.checkpoint_threshold = 50;
+	fake_init(&fx->repl);
+	fake_init(&fx->repl2);
+	fx->repl2.leader = false;
+	assert_int_equal(core_engine_create(&cfg, &fx->repl.r, &fx->e), 0);
+	assert_int_equal(core_engine_create(&cfg, &fx->repl2.r, &fx->e2), 0);
+	fx->repl.engine = fx->e;
+	fx->repl.mirror = fx->e2;
+	core_engine_set_leader(fx->e, true, true);
+	core_engine_set_leader(fx->e2, false, false);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	core_engine_destroy(fx->e);
+	core_engine_destroy(fx->e2);
+	free(fx);
+	return 0;
+}
+
+struct result {
+	int calls;
+	int rc;
+};
+
+static void step_cb(struct core_stmt *st, int rc, void *arg)
+{
+	struct result *r = arg;
+	r->calls++;
+	r->rc = rc;
+}
+
+/* Run one statement to completion (applying proposals), return its final code. */
+static int exec(struct fake_repl *f, struct core_session *s, const char *sql)
+{
+	struct core_stmt *st;
+	struct result r = {0, 0};
+	int rc;
+	rc = core_session_prepare(s, sql, -1, NULL, &st);
+	if (rc != 0)
+		return rc;
+	if (st == NULL)
+		return CORE_DONE;
+	do {
+		rc = core_stmt_step(st, step_cb, &r);
+		if (rc == CORE_PENDING) {
+			run(f);
+			assert_int_equal(r.calls, 1);
+			rc = r.rc;
+			r.calls = 0;
+		}
+	} while (rc == CORE_ROW);
+	core_stmt_finalize(st);
+	return rc;
+}
+
+/* Read one integer with a (read-only) query on session s. */
+static int64_t query_int(struct core_session *s, const char *sql)
+{
+	struct core_stmt *st;
+	struct result r = {0, 0};
+	int64_t v;
+	assert_int_equal(core_session_prepare(s, sql, -1, NULL, &st), 0);
+	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_ROW);
+	v = sqlite3_column_int64(core_stmt_sqlite(st), 0);
+	core_stmt_finalize(st);
+	return v;
+}
+
+/* A follower engine has no leader: read its data through a raw SQLite connection on its
+ * VFS is not exposed, so compare through a snapshot restored on a leader-mode engine. */
+static int64_t follower_count(struct fixture *fx, const char *table)
+{
+	struct fake_repl f;
+	struct core_engine *e;
+	struct core_config cfg;
+	struct core_session *s;
+	void *buf;
+	size_t len;
+	char sql[128];
+	int64_t n;
+	core_config_defaults(&cfg);
+	fake_init(&f);
+	assert_int_equal(core_engine_create(&cfg, &f.r, &e), 0);
+	f.engine = e;
+	core_engine_set_leader(e, true, true);
+	assert_int_equal(core_fsm_snapshot(fx->e2, &buf, &len), 0);
+	assert_int_equal(core_fsm_restore(e, buf, len), 0);
+	free(buf);
+	assert_int_equal(core_session_open(e, "postgres", &s), 0);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+	n = query_int(s, sql);
+	core_session_close(s);
+	core_engine_destroy(e);
+	return n;
+}
+
+static void test_write_and_read(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *s;
+	int i;
+	assert_int_equal(core_session_open(fx->e, "postgres", &s), 0);
+	assert_int_equal(exec(&fx->repl, s, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"),
+			 CORE_DONE);
+	for (i = 0; i < 200; i++)
+		assert_int_equal(exec(&fx->repl, s, "INSERT INTO t(v) VALUES (randomblob(300))"),
+				 CORE_DONE);
+	assert_int_equal(query_int(s, "SELECT count(*) FROM t"), 200);
+	assert_int_equal(follower_count(fx, "t"), 200);
+	core_session_close(s);
+}
+
+static void test_hidden_until_applied(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b;
+	struct core_stmt *st;
+	struct result r = {0, 0};
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(core_session_prepare(a, "INSERT INTO t VALUES (1)", -1, NULL, &st), 0);
+	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_PENDING);
+	/* Not applied yet: another session does not see it. */
+	assert_int_equal(query_int(b, "SELECT count(*) FROM t"), 0);
+	run(&fx->repl);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.rc, CORE_DONE);
+	assert_int_equal(core_stmt_changes(st), 1);
+	core_stmt_finalize(st);
+	assert_int_equal(query_int(b, "SELECT count(*) FROM t"), 1);
+	core_session_close(a);
+	core_session_close(b);
+}
+
+static void test_writer_queue(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b;
+	struct core_stmt *sa, *sb;
+	struct result ra = {0, 0}, rb = {0, 0};
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x UNIQUE)"), CORE_DONE);
+	/* a opens an explicit transaction and writes: b's write queues behind it. */
+	assert_int_equal(exec(&fx->repl, a, "BEGIN"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (1)"), CORE_DONE);
+	assert_int_equal(core_session_prepare(b, "INSERT INTO t VALUES (2)", -1, NULL, &sb), 0);
+	assert_int_equal(core_stmt_step(sb, step_cb, &rb), CORE_PENDING);
+	assert_true(core_session_in_txn(a));
+	assert_int_equal(core_session_prepare(a, "COMMIT", -1, NULL, &sa), 0);
+	assert_int_equal(core_stmt_step(sa, step_cb, &ra), CORE_PENDING);
+	run(&fx->repl); /* applies a's commit, which hands the slot to b, which proposes */
+	run(&fx->repl);
+	assert_int_equal(ra.rc, CORE_DONE);
+	assert_int_equal(rb.rc, CORE_DONE);
+	core_stmt_finalize(sa);
+	core_stmt_finalize(sb);
+	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 2);
+	assert_int_equal(follower_count(fx, "t"), 2);
+	core_session_close(a);
+	core_session_close(b);
+}
+
+static void test_writer_timeout(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b;
+	struct core_stmt *sb;
+	struct result rb = {0, 0};
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	core_engine_tick(fx->e, 1000);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "BEGIN; "), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (1)"), CORE_DONE);
+	assert_int_equal(core_session_prepare(b, "INSERT INTO t VALUES (2)", -1, NULL, &sb), 0);
+	assert_int_equal(core_stmt_step(sb, step_cb, &rb), CORE_PENDING);
+	core_engine_tick(fx->e, 5000);
+	assert_int_equal(rb.calls, 0);
+	core_engine_tick(fx->e, 1000 + 10001);
+	assert_int_equal(rb.calls, 1);
+	assert_int_equal(rb.rc, ERR_TIMEOUT);
+	core_stmt_finalize(sb);
+	core_session_close(b);
+	/* Closing a rolls its transaction back. */
+	core_session_close(a);
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 0);
+	core_session_close(a);
+}
+
+static void test_leadership_lost(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a;
+	struct core_stmt *st;
+	struct result r = {0, 0};
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(core_session_prepare(a, "INSERT INTO t VALUES (1)", -1, NULL, &st), 0);
+	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_PENDING);
+	lose_leadership(&fx->repl);
+	core_engine_set_leader(fx->e, false, false);
+	assert_int_equal(r.rc, ERR_LEADERSHIP_LOST);
+	core_stmt_finalize(st);
+	/* Not the leader: nothing runs, nothing is proposed. */
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (2)"), ERR_NOTLEADER);
+	/* Leader again (the lost entry was never committed): the database is usable and
+	 * does not contain the lost row. */
+	fx->repl.leader = true;
+	core_engine_set_leader(fx->e, true, true);
+	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 0);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (3)"), CORE_DONE);
+	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 1);
+	core_session_close(a);
+}
+
+static void test_wait_for_ready(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a;
+	struct core_stmt *st;
+	struct result r = {0, 0};
+	core_engine_set_leader(fx->e, true, false);
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_prepare(a, "SELECT 42", -1, NULL, &st), 0);
+	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_PENDING);
+	core_engine_set_leader(fx->e, true, true);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.rc, CORE_ROW);
+	assert_int_equal(sqlite3_column_int(core_stmt_sqlite(st), 0), 42);
+	core_stmt_finalize(st);
+	core_session_close(a);
+}
+
+static void done_cb(void *arg, int status)
+{
+	*(int *)arg = status;
+}
+
+static void test_databases(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *s;
+	int status = -1;
+	assert_true(core_database_exists(fx->e, "postgres"));
+	assert_false(core_database_exists(fx->e, "app"));
+	assert_int_equal(core_session_open(fx->e, "app", &s), ERR_NOTFOUND);
+	assert_int_equal(core_database_create(fx->e, "app", done_cb, &status), CORE_PENDING);
+	run(&fx->repl);
+	assert_int_equal(status, 0);
+	assert_true(core_database_exists(fx->e, "app"));
+	assert_true(core_database_exists(fx->e2, "app"));
+	assert_int_equal(core_database_create(fx->e, "app", done_cb, &status), ERR_EXISTS);
+	assert_int_equal(core_session_open(fx->e, "app", &s), 0);
+	assert_int_equal(exec(&fx->repl, s, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(core_database_drop(fx->e, "app", done_cb, &status), ERR_INUSE);
+	core_session_close(s);
+	assert_int_equal(core_database_drop(fx->e, "app", done_cb, &status), CORE_PENDING);
+	run(&fx->repl);
+	assert_int_equal(status, 0);
+	assert_false(core_database_exists(fx->e, "app"));
+	assert_false(core_database_exists(fx->e2, "app"));
+	/* Re-created empty. */
+	assert_int_equal(core_database_create(fx->e, "app", done_cb, &status), CORE_PENDING);
+	run(&fx->repl);
+	assert_int_equal(core_session_open(fx->e, "app", &s), 0);
+	assert_int_equal(query_int(s, "SELECT count(*) FROM sqlite_master"), 0);
+	core_session_close(s);
+}
+
+static void test_snapshot_restore(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *s;
+	void *buf;
+	size_t len;
+	int i;
+	assert_int_equal(core_session_open(fx->e, "postgres", &s), 0);
+	assert_int_equal(exec(&fx->repl, s, "CREATE TABLE t (x)"), CORE_DONE);
+	for (i = 0; i < 120; i++) /* crosses the checkpoint threshold of 50 frames */
+		assert_int_equal(exec(&fx->repl, s, "INSERT INTO t VALUES (randomblob(2000))"),
+				 CORE_DONE);
+	assert_int_equal(core_fsm_snapshot(fx->e, &buf, &len), 0);
+	/* Corrupt snapshots are refused and leave the state alone. */
+	assert_int_equal(core_fsm_restore(fx->e2, buf, len / 2), ERR_CORRUPT);
+	assert_int_equal(core_fsm_restore(fx->e2, buf, 7), ERR_CORRUPT);
+	assert_int_equal(follower_count(fx, "t"), 120);
+	/* Restoring while sessions are open is refused. */
+	assert_int_equal(core_fsm_restore(fx->e, buf, len), ERR_BUSY);
+	assert_int_equal(core_fsm_restore(fx->e2, buf, len), 0);
+	free(buf);
+	assert_int_equal(follower_count(fx, "t"), 120);
+	assert_int_equal(exec(&fx->repl, s, "DELETE FROM t WHERE rowid % 2 = 0"), CORE_DONE);
+	assert_int_equal(follower_count(fx, "t"), 60);
+	core_session_close(s);
+}
+
+static void test_guard_rails(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *s;
+	struct core_stmt *st;
+	const char *denied[] = {"PRAGMA journal_mode=DELETE", "PRAGMA wal_checkpoint(TRUNCATE)",
+				"PRAGMA busy_timeout=1000", "PRAGMA page_size=1024",
+				"ATTACH '/tmp/x.db' AS x", "PRAGMA locking_mode=EXCLUSIVE"};
+	size_t i;
+	assert_int_equal(core_session_open(fx->e, "postgres", &s), 0);
+	for (i = 0; i < sizeof denied / sizeof denied[0]; i++) {
+		assert_int_equal(core_session_prepare(s, denied[i], -1, NULL, &st), ERR_SQL);
+		assert_int_equal(core_session_error(s)->sqlite_code & 0xff, SQLITE_AUTH);
+	}
+	assert_int_equal(query_int(s, "PRAGMA page_size"), 4096);
+	core_session_close(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_write_and_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hidden_until_applied, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writer_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writer_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_leadership_lost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wait_for_ready, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_databases, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_guard_rails, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -157,12 +157,28 @@ static void idx_hdr_checksum(uint8_t *h)
 	memcpy(h + 44, &s2, 4);
 }
 
-static bool mem_reserve(struct core_vfs *v, uint64_t n)
+/* Committed size of a database in bytes. */
+static uint64_t db_size(const struct vdb *d)
 {
-	if (v->mem_cap != 0 && v->mem_used + n > v->mem_cap)
+	uint32_t pages = d->n_pages;
+	if (d->n_committed > 0)
+		pages = get32be(d->frames[d->n_committed - 1].hdr + 4);
+	return (uint64_t)pages * d->page_size;
+}
+
+/* Would database d holding page `pgno` take the node's databases past the cap? The cap
+ * bounds database sizes, not the transient WAL copies (checkpoints bound those), so a
+ * full database can still delete, and checkpoints always run. */
+static bool over_cap(const struct vdb *d, uint32_t pgno)
+{
+	const struct vdb *o;
+	uint64_t total = (uint64_t)pgno * d->page_size;
+	if (d->vfs->mem_cap == 0)
 		return false;
-	v->mem_used += n;
-	return true;
+	for (o = d->vfs->dbs; o != NULL; o = o->next)
+		if (o != d)
+			total += db_size(o);
+	return total > d->vfs->mem_cap;
 }
 
 static void mem_release(struct core_vfs *v, uint64_t n)
@@ -230,14 +246,12 @@ static struct vdb *db_create(struct core_vfs *v, const char *name, uint32_t page
 	d->vfs = v;
 	d->page_size = page_size;
 	if (with_page1) {
-		if (!mem_reserve(v, page_size))
-			goto err;
 		d->pages = malloc(sizeof *d->pages);
 		if (d->pages == NULL || (d->pages[0] = malloc(page_size)) == NULL) {
-			mem_release(v, page_size);
 			free(d->pages);
 			goto err;
 		}
+		v->mem_used += page_size;
 		init_page1(d->pages[0], page_size);
 		d->n_pages = 1;
 	}
@@ -380,13 +394,12 @@ static int main_write(struct vdb *d, const uint8_t *buf, int amt, sqlite3_int64 
 			if (pages == NULL)
 				return SQLITE_NOMEM;
 			d->pages = pages;
-			if (!mem_reserve(d->vfs, d->page_size))
-				return SQLITE_FULL;
+			/* Only checkpoints write the main file, and they must always be able to
+			 * run (they free the WAL right after): not subject to the cap. */
 			pages[d->n_pages] = calloc(1, d->page_size);
-			if (pages[d->n_pages] == NULL) {
-				mem_release(d->vfs, d->page_size);
+			if (pages[d->n_pages] == NULL)
 				return SQLITE_NOMEM;
-			}
+			d->vfs->mem_used += d->page_size;
 			d->n_pages++;
 		}
 		memcpy(d->pages[pgno] + in, buf + done, (size_t)n);
@@ -453,12 +466,13 @@ static int wal_write(struct vdb *d, const uint8_t *buf, int amt, sqlite3_int64 o
 	struct frame *f;
 
 	if (off == 0 && amt == WAL_HDR_SIZE) {
-		/* SQLite writes the header only when it (re)starts the log at frame 1, after a
-		 * checkpoint has copied every committed frame into the main file. */
-		if (d->n_pending != 0)
+		/* SQLite writes the header only when it (re)starts the log at frame 1: the log
+		 * is empty, or a checkpoint copied every committed frame into the main file, and
+		 * any pending frames were undone (ROLLBACK TO a savepoint taken on an empty
+		 * log). */
+		if (d->polled)
 			return SQLITE_IOERR_WRITE;
-		if (d->n_committed != 0)
-			wal_clear(d);
+		wal_clear(d);
 		memcpy(d->wal_hdr, buf, WAL_HDR_SIZE);
 		d->has_wal_hdr = true;
 		if (get32be(d->wal_hdr + 8) != 0 && get32be(d->wal_hdr + 8) != d->page_size &&
@@ -473,32 +487,19 @@ static int wal_write(struct vdb *d, const uint8_t *buf, int amt, sqlite3_int64 o
 	if (idx < d->n_committed || idx > total)
 		return SQLITE_IOERR_WRITE;
 	if (in == 0 && amt == FRAME_HDR_SIZE) {
+		if (over_cap(d, get32be(buf)) || over_cap(d, get32be(buf + 4)))
+			return SQLITE_FULL;
 		if (idx == total) {
 			if (!frames_grow(d))
 				return SQLITE_NOMEM;
-			if (!mem_reserve(d->vfs, d->page_size))
-				return SQLITE_FULL;
 			f = &d->frames[idx];
-			f->page = malloc(d->page_size);
-			if (f->page == NULL) {
-				mem_release(d->vfs, d->page_size);
+			f->page = calloc(1, d->page_size);
+			if (f->page == NULL)
 				return SQLITE_NOMEM;
-			}
-			memset(f->page, 0, d->page_size);
+			d->vfs->mem_used += d->page_size;
 			d->n_pending++;
 		}
 		memcpy(d->frames[idx].hdr, buf, FRAME_HDR_SIZE);
-		if (get32be(buf + 4) != 0 && idx + 1 < total) {
-			/* A commit frame below the end: the frames after it were left behind by
-			 * ROLLBACK TO SAVEPOINT and belong to nobody. */
-			uint32_t keep = (uint32_t)idx + 1 - d->n_committed, i;
-			for (i = keep; i < d->n_pending; i++) {
-				free(d->frames[d->n_committed + i].page);
-				d->frames[d->n_committed + i].page = NULL;
-				mem_release(d->vfs, d->page_size);
-			}
-			d->n_pending = keep;
-		}
 		return SQLITE_OK;
 	}
 	if (in == FRAME_HDR_SIZE && (uint64_t)amt == d->page_size && idx < total) {
@@ -820,15 +821,35 @@ static int vf_shm_map(sqlite3_file *file, int region, int size, int extend, void
 	return SQLITE_OK;
 }
 
-/* A rolled-back transaction leaves spilled frames without a commit marker: drop them when
- * the write lock is released. */
+/* Number of pending frames up to and including the last commit frame, 0 if none. Frames
+ * after it were left behind by ROLLBACK TO a savepoint and belong to nobody. */
+static uint32_t pending_commit_len(const struct vdb *d)
+{
+	uint32_t i;
+	for (i = d->n_pending; i > 0; i--)
+		if (get32be(d->frames[d->n_committed + i - 1].hdr + 4) != 0)
+			return i;
+	return 0;
+}
+
+/* Drop pending frames past `keep`. */
+static void pending_truncate(struct vdb *d, uint32_t keep)
+{
+	uint32_t i;
+	for (i = keep; i < d->n_pending; i++) {
+		free(d->frames[d->n_committed + i].page);
+		d->frames[d->n_committed + i].page = NULL;
+		mem_release(d->vfs, d->page_size);
+	}
+	if (keep < d->n_pending)
+		d->n_pending = keep;
+}
+
+/* When the write lock is released, pending frames with no commit frame among them belong
+ * to a rolled-back transaction; after a commit frame they are leftovers. Drop both. */
 static void write_lock_released(struct vdb *d)
 {
-	if (d->n_pending > 0) {
-		struct frame *last = &d->frames[d->n_committed + d->n_pending - 1];
-		if (get32be(last->hdr + 4) == 0)
-			pending_clear(d);
-	}
+	pending_truncate(d, pending_commit_len(d));
 }
 
 static int vf_shm_lock(sqlite3_file *file, int ofst, int n, int flags)
@@ -1099,11 +1120,12 @@ int core__vfs_poll(struct core_vfs *v, const char *db, struct core_frames *out)
 	memset(out, 0, sizeof *out);
 	if (d == NULL || d->n_pending == 0 || d->polled)
 		return 0;
-	last = &d->frames[d->n_committed + d->n_pending - 1];
-	if (get32be(last->hdr + 4) == 0)
-		return 0; /* a transaction still in progress (spilled pages) */
 	if (d->excl[0] != NULL)
 		return 0; /* the writer still holds the lock: not finished yet */
+	pending_truncate(d, pending_commit_len(d));
+	if (d->n_pending == 0)
+		return 0;
+	last = &d->frames[d->n_committed + d->n_pending - 1];
 
 	out->pgnos = malloc(sizeof *out->pgnos * d->n_pending);
 	out->pages = malloc(sizeof *out->pages * d->n_pending);
@@ -1159,6 +1181,9 @@ int core__vfs_apply(struct core_vfs *v, const char *db, const struct core_frames
 
 	if (fr->n == 0 || fr->commit_size == 0)
 		return ERR_CORRUPT;
+	for (i = 0; i < fr->n; i++)
+		if (fr->pgnos[i] == 0)
+			return ERR_CORRUPT;
 	if (d == NULL) {
 		d = db_create(v, db, fr->page_size, true);
 		if (d == NULL)
@@ -1198,15 +1223,20 @@ int core__vfs_apply(struct core_vfs *v, const char *db, const struct core_frames
 	free(copies);
 
 	if (originator) {
-		/* SQLite's own header describes exactly these frames. */
+		/* SQLite's own header describes these frames; the checksum chain is taken from
+		 * our frames (SQLite 3.40 can compute a wrong one after ROLLBACK TO, see
+		 * write_lock_released). */
 		uint8_t h[IDX_HDR_SIZE];
-		uint32_t mx;
+		uint32_t mx, ck[2];
 		memcpy(h, d->saved_idx_hdr, IDX_HDR_SIZE);
 		memcpy(&mx, h + 16, 4);
-		if (mx == d->n_committed && idx_hdr(d) != NULL)
+		if (mx == d->n_committed && idx_hdr(d) != NULL) {
+			wal_last_checksum(d, ck);
+			memcpy(h + 24, ck, 8);
 			idx_publish(d, h);
-		else
+		} else {
 			idx_invalidate(d);
+		}
 	} else {
 		idx_invalidate(d);
 	}

@@ -29,8 +29,10 @@ struct core_frames {
 void core__frames_close(struct core_frames *f);
 
 /* Create and register (sqlite3_vfs_register, not default) a VFS named `name`, which must
- * stay unique in the process. mem_cap bounds the bytes held by all its databases
- * (0 = none): a write past it fails with SQLITE_FULL. Returns 0 or ERR_NOMEM/ERR_EXISTS. */
+ * stay unique in the process. mem_cap (0 = none) bounds the sum of its databases' sizes
+ * (pages x page size): a write that would grow them past it fails with SQLITE_FULL. WAL
+ * copies of pages are transient (checkpoints free them) and not counted, so a database at
+ * the cap can still delete and checkpoint. Returns 0 or ERR_NOMEM/ERR_EXISTS. */
 int core__vfs_create(const char *name, uint64_t mem_cap, struct core_vfs **out);
 void core__vfs_destroy(struct core_vfs *v);  /* unregisters; no connection may be open */
 const char *core__vfs_name(struct core_vfs *v);

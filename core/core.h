@@ -94,7 +94,8 @@ int core_database_drop(struct core_engine *e, const char *name, core_done_cb cb,
 
 /* Open a session on database `name`: ERR_NOTFOUND if it does not exist. */
 int core_session_open(struct core_engine *e, const char *name, struct core_session **out);
-/* Close: finalizes statements, rolls back an open transaction, leaves the writer queue. */
+/* Close: rolls back an open transaction and leaves the writer queue. A pending step is
+ * abandoned: its callback never fires (a commit already proposed stays in flight). */
 void core_session_close(struct core_session *s);
 
 /* True while SQLite has an explicit transaction open on this session. */

@@ -1,0 +1,49 @@
+/* c-raft 0.15 + raft_uv behind core/replication.h: storage under the data directory, TCP
+ * transport, bootstrap / restart, leadership monitor, barrier on election, fail-stop
+ * wrapper around local raft writes. The only module that includes raft.h. */
+#ifndef PQ_RAFT_GLUE_H
+#define PQ_RAFT_GLUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "../core/core.h"
+
+struct rg_config {
+	const char *data_dir;      /* must exist; raft files go to DATA_DIR/raft */
+	const char *raft_address;  /* "a.b.c.d:port" (IPv4 literal) */
+	const char *pg_address;    /* this node's client address, reported as leader address */
+	unsigned snapshot_threshold; /* entries between snapshots, default 1024 */
+	unsigned snapshot_trailing;  /* entries kept after a snapshot, default 8192 */
+	unsigned election_timeout_ms;/* default 2000; heartbeat is a tenth */
+};
+
+void rg_config_defaults(struct rg_config *c);
+
+struct rg_node;
+
+/* Allocate a node and read or create its identity (DATA_DIR/node-id, generated once).
+ * No I/O on the loop yet. Returns 0 or ERR_IO/ERR_NOMEM/ERR_INVALID with errmsg filled. */
+int rg_node_create(uv_loop_t *loop, const struct rg_config *cfg, struct rg_node **out,
+		   char errmsg[ERR_MSG_LEN]);
+
+/* The replication port the engine must be created with. Valid until rg_node_destroy. */
+struct core_replication *rg_node_replication(struct rg_node *n);
+
+/* Start Raft with the engine as FSM: bootstrap a one-node cluster when the directory is
+ * fresh, else restart from log and snapshots; start the leadership monitor (which calls
+ * core_engine_set_leader). Returns 0 or an error with errmsg filled. */
+int rg_node_start(struct rg_node *n, struct core_engine *engine, char errmsg[ERR_MSG_LEN]);
+
+/* Stop asynchronously: raft_close, then the io and transport. cb fires once every handle is
+ * closed; then rg_node_destroy may be called. Pending proposals complete with ERR_SHUTDOWN
+ * or ERR_LEADERSHIP_LOST. */
+typedef void (*rg_stop_cb)(struct rg_node *n);
+void rg_node_stop(struct rg_node *n, rg_stop_cb cb);
+void rg_node_destroy(struct rg_node *n);
+
+uint64_t rg_node_id(struct rg_node *n);
+
+#endif

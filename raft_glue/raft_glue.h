@@ -15,8 +15,9 @@ struct rg_config {
 	const char *data_dir;      /* must exist; raft files go to DATA_DIR/raft */
 	const char *raft_address;  /* "a.b.c.d:port" (IPv4 literal) */
 	const char *pg_address;    /* this node's client address, reported as leader address */
-	unsigned snapshot_threshold; /* entries between snapshots, default 1024 */
-	unsigned snapshot_trailing;  /* entries kept after a snapshot, default 8192 */
+	unsigned snapshot_threshold; /* entries between snapshots, default 1024 (0: default) */
+	unsigned snapshot_trailing;  /* entries kept after a snapshot, default 8192 (0: default);
+				      * must be >= snapshot_threshold */
 	unsigned election_timeout_ms;/* default 2000; heartbeat is a tenth */
 };
 
@@ -34,12 +35,17 @@ struct core_replication *rg_node_replication(struct rg_node *n);
 
 /* Start Raft with the engine as FSM: bootstrap a one-node cluster when the directory is
  * fresh, else restart from log and snapshots; start the leadership monitor (which calls
- * core_engine_set_leader). Returns 0 or an error with errmsg filled. */
+ * core_engine_set_leader, possibly from inside Raft's apply loop). Returns 0 or an error
+ * with errmsg filled; after an error the caller still calls rg_node_stop and waits for
+ * its callback before rg_node_destroy. Until started (and after stopping), propose and
+ * barrier return ERR_NOTLEADER. */
 int rg_node_start(struct rg_node *n, struct core_engine *engine, char errmsg[ERR_MSG_LEN]);
 
-/* Stop asynchronously: raft_close, then the io and transport. cb fires once every handle is
- * closed; then rg_node_destroy may be called. Pending proposals complete with ERR_SHUTDOWN
- * or ERR_LEADERSHIP_LOST. */
+/* Stop asynchronously: raft_close (deferred to a later loop turn, never from the caller's
+ * stack: c-raft 0.15 crashes when closed from inside a write completion), then the io and
+ * transport. cb fires once every handle is closed (synchronously for a node never
+ * started); then rg_node_destroy may be called. Pending proposals complete with
+ * ERR_SHUTDOWN or ERR_LEADERSHIP_LOST. */
 typedef void (*rg_stop_cb)(struct rg_node *n);
 void rg_node_stop(struct rg_node *n, rg_stop_cb cb);
 void rg_node_destroy(struct rg_node *n);

@@ -34,6 +34,7 @@ struct options {
 	int listen_port;
 	unsigned snapshot_threshold;
 	unsigned snapshot_trailing;
+	bool trailing_set;
 	unsigned apply_timeout_ms;
 	unsigned election_timeout_ms;
 	uint64_t mem_cap;
@@ -62,7 +63,8 @@ static void usage(FILE *f)
 		"  --listen HOST:PORT         PostgreSQL address (default 127.0.0.1:5433)\n"
 		"  --raft HOST:PORT           Raft address, IPv4 literal (default 127.0.0.1:7433)\n"
 		"  --snapshot-threshold N     log entries between snapshots (default 1024)\n"
-		"  --snapshot-trailing N      entries kept after a snapshot (default 8192)\n"
+		"  --snapshot-trailing N      entries kept after a snapshot (default 8192, and at\n"
+		"                             least the threshold)\n"
 		"  --apply-timeout MS         how long a statement waits for a leader or the\n"
 		"                             writer queue (default 10000)\n"
 		"  --election-timeout MS      Raft election timeout (default 2000)\n"
@@ -173,6 +175,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 			if (!parse_uint(optarg, UINT_MAX, &v))
 				goto bad_value;
 			o->snapshot_trailing = (unsigned)v;
+			o->trailing_set = true;
 			break;
 		case O_APPLY:
 			if (!parse_uint(optarg, 3600000, &v) || v < 1)
@@ -230,6 +233,16 @@ static int parse_options(int argc, char **argv, struct options *o)
 		fprintf(stderr, "pqlite: unexpected argument \"%s\"\nTry 'pqlite --help'.\n",
 			argv[optind]);
 		return 2;
+	}
+	if (o->snapshot_trailing < o->snapshot_threshold) {
+		if (o->trailing_set) {
+			fprintf(stderr,
+				"pqlite: --snapshot-trailing (%u) must be at least "
+				"--snapshot-threshold (%u)\n",
+				o->snapshot_trailing, o->snapshot_threshold);
+			return 2;
+		}
+		o->snapshot_trailing = o->snapshot_threshold;
 	}
 	parse_address(o->listen, o->listen_host, sizeof o->listen_host, &o->listen_port);
 	return 0;

@@ -647,12 +647,28 @@ abort:
 }
 
 /* Run a statement from its current state as far as it can go without waiting. */
+/* ROLLBACK (also ROLLBACK TO) only discards local state: it runs on any node, so that a
+ * session can always leave a transaction, even after its node lost leadership. */
+static bool is_rollback(sqlite3_stmt *stmt)
+{
+	const char *sql = sqlite3_sql(stmt);
+	while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+		sql++;
+	return sqlite3_strnicmp(sql, "rollback", 8) == 0 &&
+	       (sql[8] == 0 || sql[8] == ' ' || sql[8] == ';' || sql[8] == '\t' ||
+		sql[8] == '\n' || sql[8] == '\r');
+}
+
 static int advance(struct core_stmt *st)
 {
 	struct core_session *s = st->session;
 	struct core_engine *e = s->engine;
 	struct database *d = s->db;
 
+	if (st->state == ST_NEW && is_rollback(st->stmt)) {
+		st->state = ST_RUNNING;
+		return step_once(st);
+	}
 	if (st->state == ST_NEW) {
 		if (d->dropped) {
 			session_fail(s, ERR_NOTFOUND, "database \"%s\" has been dropped", d->name);

@@ -337,6 +337,7 @@ static void test_leadership_lost(void **state)
 	core_stmt_finalize(st);
 	/* Not the leader: nothing runs, nothing is proposed. */
 	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (2)"), ERR_NOTLEADER);
+
 	/* Leader again (the lost entry was never committed): the database is usable and
 	 * does not contain the lost row. */
 	fx->repl.leader = true;
@@ -345,6 +346,32 @@ static void test_leadership_lost(void **state)
 	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (3)"), CORE_DONE);
 	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 1);
 	core_session_close(a);
+}
+
+/* A transaction open when the node steps down can always be rolled back (locally). */
+static void test_rollback_after_stepdown(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b;
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "BEGIN"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (1)"), CORE_DONE);
+	fx->repl.leader = false;
+	core_engine_set_leader(fx->e, false, false);
+	assert_true(core_session_in_txn(a));
+	assert_int_equal(exec(&fx->repl, a, "COMMIT"), ERR_NOTLEADER);
+	assert_int_equal(exec(&fx->repl, a, "SELECT 1"), ERR_NOTLEADER);
+	assert_int_equal(exec(&fx->repl, a, "  rollback"), CORE_DONE);
+	assert_false(core_session_in_txn(a));
+	/* The writer slot went with the transaction: another session can write. */
+	fx->repl.leader = true;
+	core_engine_set_leader(fx->e, true, true);
+	assert_int_equal(exec(&fx->repl, b, "INSERT INTO t VALUES (2)"), CORE_DONE);
+	assert_int_equal(query_int(b, "SELECT count(*) FROM t"), 1);
+	core_session_close(a);
+	core_session_close(b);
 }
 
 static void test_wait_for_ready(void **state)
@@ -454,6 +481,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_writer_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leadership_lost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rollback_after_stepdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wait_for_ready, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_databases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),

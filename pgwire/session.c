@@ -1,0 +1,1820 @@
+/* The per-connection PostgreSQL state machine: startup, simple query with PostgreSQL's
+ * transaction semantics, result encoding and SQLSTATE mapping, on top of core.h.
+ *
+ * States (enum sess_state) and moves:
+ *   STARTUP --StartupMessage ok--> IDLE --Query--> QUERY --done--> IDLE
+ *   QUERY --core returned CORE_PENDING--> PENDING --callback--> QUERY
+ *   any --FATAL, Terminate, CancelRequest, output failure--> CLOSING (final)
+ * A Query message runs as a small program of steps (enum q_phase): pick the next
+ * statement (QP_NEXT), step it (QP_STEP), and finish the message (QP_END: implicit COMMIT,
+ * ReadyForQuery). Results of asynchronous core calls are stored on the session and
+ * consumed by the same loop, so a callback that arrives while the loop runs is safe. */
+#include "session.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "../lib/log.h"
+#include "codec.h"
+#include "pgwire.h"
+
+_Static_assert(PGW_CODEC_STARTUP_MAX_LEN == PGW_STARTUP_MAX_LEN, "startup limits differ");
+
+enum sess_state {
+	ST_STARTUP, /* waiting for the startup packet (after SSL/GSSENC answers too) */
+	ST_IDLE,    /* between messages */
+	ST_QUERY,   /* running a Query message (may be suspended on a full output) */
+	ST_PENDING, /* a core call returned CORE_PENDING; input is buffered */
+	ST_CLOSING, /* final: nothing more is processed */
+};
+
+/* PostgreSQL's transaction block states, as seen by the client. */
+enum txn_state {
+	TX_IDLE,     /* autocommit; ReadyForQuery 'I' */
+	TX_IMPLICIT, /* internal BEGIN of a multi-statement message; never seen by the client */
+	TX_EXPLICIT, /* client BEGIN; 'T' */
+	TX_FAILED,   /* error inside the block; 'E' until COMMIT/ROLLBACK */
+};
+
+/* What the statement being stepped is for. */
+enum run_kind {
+	RUN_USER,            /* a client statement: rows and a command tag */
+	RUN_BEGIN_IMPLICIT,  /* opens the implicit transaction of a multi-statement message */
+	RUN_COMMIT_IMPLICIT, /* closes it at the end of the message */
+	RUN_ROLLBACK,        /* after an error; produces no output */
+	RUN_TXN,             /* client BEGIN/COMMIT/ROLLBACK: tag q.tag when done */
+};
+
+enum q_phase { QP_NEXT, QP_STEP, QP_END };
+
+/* How the command tag of a client statement is built at CommandComplete. */
+enum tag_kind { TAG_INSERT, TAG_UPDATE, TAG_DELETE, TAG_SELECT, TAG_PLAIN };
+
+/* Statement classes that pgwire handles itself. */
+enum stmt_class { C_USER, C_BEGIN, C_COMMIT, C_ROLLBACK, C_ROLLBACK_TO, C_CREATE_DB, C_DROP_DB };
+
+#define NAME_MAX_LEN 255 /* longest database name accepted from SQL before the core checks */
+
+struct db_op; /* an in-flight CREATE/DROP DATABASE; outlives the session if need be */
+
+struct query {
+	char *sql;            /* owned, NUL-terminated copy of the message text */
+	size_t len;
+	size_t pos;           /* where the next statement search starts */
+	size_t stmt_pos;      /* start of the current statement in sql */
+	bool multi;           /* the message holds more than one statement */
+	bool failed;          /* an error ended the message: skip the rest */
+	enum q_phase phase;
+	/* The statement being stepped. */
+	struct core_stmt *st;
+	enum run_kind kind;
+	enum txn_state txn_after; /* RUN_TXN / RUN_ROLLBACK: state after success */
+	bool rolling_back;    /* the statement is a ROLLBACK (which must not fail) */
+	bool pos_valid;       /* errors of this statement may carry a position */
+	char tag[64];         /* RUN_TXN: the tag; RUN_USER TAG_PLAIN: the keywords */
+	enum tag_kind tag_kind;
+	bool described;       /* RowDescription sent */
+	uint64_t n_rows;
+	int n_cols;
+	uint32_t *oids;       /* n_cols column type OIDs */
+	/* The database command in flight. */
+	bool db_pending;
+	bool db_drop, db_if_exists;
+	char db_name[NAME_MAX_LEN + 1];
+};
+
+struct pgw_session {
+	struct core_engine *engine;
+	char *server_version;
+	size_t max_msg_len;
+	pgw_session_wake_cb wake;
+	void *wake_arg;
+
+	struct buf in, out;
+	size_t in_off;        /* bytes of `in` already consumed, compacted after each round */
+	enum sess_state state;
+	enum txn_state txn;
+	bool running;         /* inside run(): callbacks only record their result */
+	bool discard_until_sync; /* after rejecting an extended-protocol message */
+	bool have_result;     /* an asynchronous result waits in result_rc */
+	int result_rc;
+	bool server_aborted;  /* the core ended our explicit transaction behind our back */
+
+	char *user;
+	char *database;
+	struct core_session *core;
+	struct db_op *db_op;
+	struct query q;
+	bool q_active;
+	char detail_buf[128]; /* storage for an ErrorResponse detail being built */
+};
+
+struct db_op {
+	struct pgw_session *s; /* NULL once the session was destroyed */
+};
+
+/* ---- Small helpers ------------------------------------------------------------------- */
+
+static char *dup_str(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = malloc(n);
+	if (p != NULL)
+		memcpy(p, s, n);
+	return p;
+}
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static bool is_word_start(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool is_word_char(char c)
+{
+	return is_word_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+
+static char to_upper(char c)
+{
+	return (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
+}
+
+static char to_lower(char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+static bool eq_nocase(const char *a, size_t alen, const char *b)
+{
+	size_t i;
+	for (i = 0; i < alen; i++)
+		if (b[i] == '\0' || to_upper(a[i]) != to_upper(b[i]))
+			return false;
+	return b[alen] == '\0';
+}
+
+/* True when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or code points above
+ * U+10FFFF). */
+static bool utf8_valid(const uint8_t *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		uint8_t c = s[i];
+		size_t n, k;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF) {
+			n = 1;
+			cp = c & 0x1F;
+		} else if (c >= 0xE0 && c <= 0xEF) {
+			n = 2;
+			cp = c & 0x0F;
+		} else if (c >= 0xF0 && c <= 0xF4) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (len - i <= n)
+			return false;
+		for (k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3F);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+		    (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+/* 1-based character index of byte offset `off` in UTF-8 text s. */
+static int char_position(const char *s, size_t off)
+{
+	size_t i;
+	int n = 1;
+	for (i = 0; i < off; i++)
+		if (((uint8_t)s[i] & 0xC0) != 0x80)
+			n++;
+	return n;
+}
+
+/* ---- Lexing: blanks, words, statement boundaries ----------------------------------- */
+
+/* Skip whitespace and comments from i; returns the first other position (or len). */
+static size_t skip_blank(const char *s, size_t len, size_t i)
+{
+	for (;;) {
+		if (i < len && is_space(s[i])) {
+			i++;
+		} else if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
+			while (i < len && s[i] != '\n')
+				i++;
+		} else if (i + 1 < len && s[i] == '/' && s[i + 1] == '*') {
+			i += 2;
+			while (i + 1 < len && !(s[i] == '*' && s[i + 1] == '/'))
+				i++;
+			i = i + 1 < len ? i + 2 : len;
+		} else {
+			return i;
+		}
+	}
+}
+
+/* Skip a quoted string or identifier opening at s[i]; returns the position after it. */
+static size_t skip_quoted(const char *s, size_t len, size_t i)
+{
+	char close = s[i] == '[' ? ']' : s[i];
+	i++;
+	while (i < len && s[i] != close)
+		i++;
+	return i < len ? i + 1 : len;
+}
+
+/* Read the next word after blanks into *w / *wlen; false when the next token is not a
+ * word. Advances *i past the word. */
+static bool next_word(const char *s, size_t len, size_t *i, const char **w, size_t *wlen)
+{
+	size_t j = skip_blank(s, len, *i);
+	size_t k = j;
+
+	if (j >= len || !is_word_start(s[j]))
+		return false;
+	while (k < len && is_word_char(s[k]))
+		k++;
+	*w = s + j;
+	*wlen = k - j;
+	*i = k;
+	return true;
+}
+
+/* Find the next non-empty statement at or after `from`: [*start, *end) where *start is its
+ * first token and *end is just past its terminating ';' (or the end of the text). A ';'
+ * inside a CREATE TRIGGER body does not end the statement (sqlite3_complete decides; it
+ * needs NUL-terminated text, so s is modified briefly and restored). */
+static bool split_next(char *s, size_t len, size_t from, size_t *start, size_t *end)
+{
+	size_t i = from;
+	unsigned n_words = 0;
+	bool create = false, trigger = false;
+
+	for (;;) {
+		i = skip_blank(s, len, i);
+		if (i >= len)
+			return false;
+		if (s[i] != ';')
+			break;
+		i++; /* an empty statement */
+	}
+	*start = i;
+	while (i < len) {
+		char c = s[i];
+
+		if (c == '\'' || c == '"' || c == '`' || c == '[') {
+			i = skip_quoted(s, len, i);
+		} else if ((c == '-' && i + 1 < len && s[i + 1] == '-') ||
+			   (c == '/' && i + 1 < len && s[i + 1] == '*')) {
+			i = skip_blank(s, len, i);
+		} else if (c == ';') {
+			i++;
+			if (trigger) {
+				char saved = s[i]; /* s[len] is the message's NUL */
+				int complete;
+				s[i] = '\0';
+				complete = sqlite3_complete(s + *start);
+				s[i] = saved;
+				if (!complete)
+					continue;
+			}
+			*end = i;
+			return true;
+		} else if (is_word_start(c)) {
+			size_t j = i;
+			while (j < len && is_word_char(s[j]))
+				j++;
+			n_words++;
+			if (n_words == 1)
+				create = eq_nocase(s + i, j - i, "CREATE");
+			else if (create && n_words <= 3 && eq_nocase(s + i, j - i, "TRIGGER"))
+				trigger = true;
+			i = j;
+		} else {
+			i++;
+		}
+	}
+	*end = len;
+	return true;
+}
+
+/* Number of non-empty statements in the text, counting at most `limit`. */
+static unsigned count_statements(char *s, size_t len, unsigned limit)
+{
+	size_t pos = 0, start, end;
+	unsigned n = 0;
+
+	while (n < limit && split_next(s, len, pos, &start, &end)) {
+		n++;
+		pos = end;
+	}
+	return n;
+}
+
+/* Classify the statement s[0..len) and, for transaction control, fill the tag. */
+static enum stmt_class classify(const char *s, size_t len, char *tag, size_t tag_size)
+{
+	const char *w, *w2;
+	size_t wl, wl2, i = 0;
+
+	if (!next_word(s, len, &i, &w, &wl))
+		return C_USER;
+	if (eq_nocase(w, wl, "BEGIN")) {
+		snprintf(tag, tag_size, "BEGIN");
+		return C_BEGIN;
+	}
+	if (eq_nocase(w, wl, "START")) {
+		if (next_word(s, len, &i, &w2, &wl2) && eq_nocase(w2, wl2, "TRANSACTION")) {
+			snprintf(tag, tag_size, "START TRANSACTION");
+			return C_BEGIN;
+		}
+		return C_USER;
+	}
+	if (eq_nocase(w, wl, "COMMIT") || eq_nocase(w, wl, "END")) {
+		snprintf(tag, tag_size, "COMMIT");
+		return C_COMMIT;
+	}
+	if (eq_nocase(w, wl, "ROLLBACK") || eq_nocase(w, wl, "ABORT")) {
+		/* ROLLBACK [TRANSACTION | WORK] TO [SAVEPOINT] x is not the end of the block. */
+		size_t j = i;
+		if (next_word(s, len, &j, &w2, &wl2)) {
+			if (eq_nocase(w2, wl2, "TRANSACTION") || eq_nocase(w2, wl2, "WORK")) {
+				if (!next_word(s, len, &j, &w2, &wl2))
+					wl2 = 0;
+			}
+			if (wl2 > 0 && eq_nocase(w2, wl2, "TO"))
+				return C_ROLLBACK_TO;
+		}
+		snprintf(tag, tag_size, "ROLLBACK");
+		return C_ROLLBACK;
+	}
+	if (eq_nocase(w, wl, "CREATE") || eq_nocase(w, wl, "DROP")) {
+		bool create = to_upper(w[0]) == 'C';
+		if (next_word(s, len, &i, &w2, &wl2) && eq_nocase(w2, wl2, "DATABASE")) {
+			snprintf(tag, tag_size, create ? "CREATE DATABASE" : "DROP DATABASE");
+			return create ? C_CREATE_DB : C_DROP_DB;
+		}
+	}
+	return C_USER;
+}
+
+/* Parse the name of CREATE DATABASE name / DROP DATABASE [IF EXISTS] name (the statement
+ * was classified already). Unquoted names are folded to lower case; trailing options are
+ * ignored. Returns false on a syntax error. */
+static bool parse_db_command(const char *s, size_t len, bool drop, bool *if_exists, char *name,
+			     size_t name_size)
+{
+	const char *w;
+	size_t wl, i = 0, j, n = 0;
+
+	*if_exists = false;
+	next_word(s, len, &i, &w, &wl); /* CREATE | DROP */
+	next_word(s, len, &i, &w, &wl); /* DATABASE */
+	if (drop) {
+		j = i;
+		if (next_word(s, len, &j, &w, &wl) && eq_nocase(w, wl, "IF")) {
+			if (!next_word(s, len, &j, &w, &wl) || !eq_nocase(w, wl, "EXISTS"))
+				return false;
+			*if_exists = true;
+			i = j;
+		}
+	}
+	i = skip_blank(s, len, i);
+	if (i < len && s[i] == '"') {
+		for (i++; i < len; i++) {
+			if (s[i] == '"') {
+				if (i + 1 < len && s[i + 1] == '"')
+					i++; /* a doubled quote stands for one */
+				else
+					break;
+			}
+			if (n + 1 >= name_size)
+				return false;
+			name[n++] = s[i];
+		}
+		if (i >= len)
+			return false; /* unterminated */
+	} else if (i < len && is_word_start(s[i])) {
+		for (; i < len && is_word_char(s[i]); i++) {
+			if (n + 1 >= name_size)
+				return false;
+			name[n++] = to_lower(s[i]);
+		}
+	} else {
+		return false;
+	}
+	name[n] = '\0';
+	return n > 0;
+}
+
+/* The command-tag shape of a client statement, from its first keywords. */
+static enum tag_kind tag_for(const char *s, size_t len, char *tag, size_t tag_size)
+{
+	const char *w, *w2;
+	size_t wl, wl2, i = 0, k;
+
+	tag[0] = '\0';
+	if (!next_word(s, len, &i, &w, &wl))
+		return TAG_PLAIN;
+	if (eq_nocase(w, wl, "INSERT") || eq_nocase(w, wl, "REPLACE"))
+		return TAG_INSERT;
+	if (eq_nocase(w, wl, "UPDATE"))
+		return TAG_UPDATE;
+	if (eq_nocase(w, wl, "DELETE"))
+		return TAG_DELETE;
+	if (eq_nocase(w, wl, "SELECT") || eq_nocase(w, wl, "VALUES"))
+		return TAG_SELECT;
+	if (eq_nocase(w, wl, "WITH")) {
+		/* The main verb is the first of these keywords outside parentheses. */
+		int depth = 0;
+		while (i < len) {
+			char c = s[i];
+			if (c == '\'' || c == '"' || c == '`' || c == '[') {
+				i = skip_quoted(s, len, i);
+			} else if (c == '(') {
+				depth++;
+				i++;
+			} else if (c == ')') {
+				depth--;
+				i++;
+			} else if (is_word_start(c)) {
+				size_t j = i;
+				while (j < len && is_word_char(s[j]))
+					j++;
+				if (depth == 0) {
+					if (eq_nocase(s + i, j - i, "INSERT") ||
+					    eq_nocase(s + i, j - i, "REPLACE"))
+						return TAG_INSERT;
+					if (eq_nocase(s + i, j - i, "UPDATE"))
+						return TAG_UPDATE;
+					if (eq_nocase(s + i, j - i, "DELETE"))
+						return TAG_DELETE;
+					if (eq_nocase(s + i, j - i, "SELECT") ||
+					    eq_nocase(s + i, j - i, "VALUES"))
+						return TAG_SELECT;
+				}
+				i = j;
+			} else {
+				size_t j = skip_blank(s, len, i);
+				i = j > i ? j : i + 1;
+			}
+		}
+		return TAG_SELECT;
+	}
+	/* Otherwise the upper-cased keyword, and for CREATE/DROP/ALTER the object kind. */
+	for (k = 0; k < wl && k + 1 < tag_size; k++)
+		tag[k] = to_upper(w[k]);
+	tag[k] = '\0';
+	if (eq_nocase(w, wl, "CREATE") || eq_nocase(w, wl, "DROP") || eq_nocase(w, wl, "ALTER")) {
+		while (next_word(s, len, &i, &w2, &wl2)) {
+			if (eq_nocase(w2, wl2, "TEMP") || eq_nocase(w2, wl2, "TEMPORARY") ||
+			    eq_nocase(w2, wl2, "UNIQUE") || eq_nocase(w2, wl2, "VIRTUAL"))
+				continue;
+			if (k + 1 + wl2 + 1 <= tag_size && wl2 < 32) {
+				size_t m;
+				tag[k++] = ' ';
+				for (m = 0; m < wl2; m++)
+					tag[k++] = to_upper(w2[m]);
+				tag[k] = '\0';
+			}
+			break;
+		}
+	}
+	return TAG_PLAIN;
+}
+
+/* ---- Types and values --------------------------------------------------------------- */
+
+struct type_name {
+	const char *name;
+	uint32_t oid;
+};
+
+static const struct type_name type_names[] = {
+	{"int2", 21}, {"smallint", 21},
+	{"int", 23}, {"int4", 23},
+	{"integer", 20}, /* SQLite's INTEGER holds 64-bit values (PGWIRE.md section 6) */
+	{"bigint", 20}, {"int8", 20},
+	{"real", 700}, {"float4", 700},
+	{"double", 701}, {"double precision", 701}, {"float8", 701}, {"float", 701},
+	{"numeric", 1700}, {"decimal", 1700},
+	{"text", 25}, {"clob", 25},
+	{"varchar", 1043}, {"character varying", 1043},
+	{"char", 1042}, {"character", 1042}, {"bpchar", 1042},
+	{"bool", 16}, {"boolean", 16},
+	{"bytea", 17}, {"blob", 17},
+	{"date", 1082},
+	{"time", 1083}, {"time without time zone", 1083},
+	{"timestamp", 1114}, {"datetime", 1114}, {"timestamp without time zone", 1114},
+	{"timestamptz", 1184}, {"timestamp with time zone", 1184},
+	{"interval", 1186},
+	{"json", 114}, {"jsonb", 3802},
+	{"uuid", 2950},
+};
+
+/* The PostgreSQL type OID for a declared column type; 25 when unknown. */
+static uint32_t oid_from_decltype(const char *decl)
+{
+	char norm[64];
+	size_t n = 0, i;
+	int depth = 0;
+	bool space = false;
+
+	/* Lower-case, drop "(...)" modifiers, collapse and trim spaces. */
+	for (; *decl != '\0'; decl++) {
+		char c = *decl;
+		if (c == '(') {
+			depth++;
+			continue;
+		}
+		if (c == ')') {
+			if (depth > 0)
+				depth--;
+			continue;
+		}
+		if (depth > 0)
+			continue;
+		if (is_space(c)) {
+			space = n > 0;
+			continue;
+		}
+		if (space) {
+			if (n + 1 >= sizeof(norm))
+				return 25;
+			norm[n++] = ' ';
+			space = false;
+		}
+		if (n + 1 >= sizeof(norm))
+			return 25;
+		norm[n++] = to_lower(c);
+	}
+	norm[n] = '\0';
+	for (i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++)
+		if (strcmp(norm, type_names[i].name) == 0)
+			return type_names[i].oid;
+	return 25;
+}
+
+static int16_t typlen_of(uint32_t oid)
+{
+	switch (oid) {
+	case 16: return 1;
+	case 20: return 8;
+	case 21: return 2;
+	case 23: return 4;
+	case 700: return 4;
+	case 701: return 8;
+	case 1082: return 4;
+	case 1083: return 8;
+	case 1114: return 8;
+	case 1184: return 8;
+	case 1186: return 16;
+	case 2950: return 16;
+	default: return -1;
+	}
+}
+
+static uint32_t oid_from_storage(int type)
+{
+	switch (type) {
+	case SQLITE_INTEGER: return 20;
+	case SQLITE_FLOAT: return 701;
+	case SQLITE_BLOB: return 17;
+	default: return 25; /* TEXT, NULL */
+	}
+}
+
+/* Shortest text that reads back as exactly d; PostgreSQL's spellings of specials. */
+static void format_double(double d, char *out, size_t size)
+{
+	int prec;
+
+	if (isnan(d)) {
+		snprintf(out, size, "NaN");
+		return;
+	}
+	if (isinf(d)) {
+		snprintf(out, size, d > 0 ? "Infinity" : "-Infinity");
+		return;
+	}
+	for (prec = 15; prec <= 17; prec++) {
+		snprintf(out, size, "%.*g", prec, d);
+		if (strtod(out, NULL) == d)
+			return;
+	}
+}
+
+static bool text_is_true(const char *p, size_t n)
+{
+	static const char *const yes[] = {"t", "true", "1", "yes", "on"};
+	size_t i;
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		if (eq_nocase(p, n, yes[i]))
+			return true;
+	return false;
+}
+
+static void put_hex_field(struct buf *b, const uint8_t *p, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i, mark;
+
+	if (n > (INT32_MAX - 2) / 2) {
+		b->failed = true;
+		return;
+	}
+	mark = pgw_datarow_field_begin(b);
+	if (!buf_reserve(b, 2 + 2 * n))
+		return;
+	b->data[b->len++] = '\\';
+	b->data[b->len++] = 'x';
+	for (i = 0; i < n; i++) {
+		b->data[b->len++] = (uint8_t)digits[p[i] >> 4];
+		b->data[b->len++] = (uint8_t)digits[p[i] & 15];
+	}
+	pgw_datarow_field_end(b, mark);
+}
+
+static void put_text_field(struct buf *b, const char *s)
+{
+	pgw_datarow_put(b, s, strlen(s));
+}
+
+static bool is_int_oid(uint32_t oid)
+{
+	return oid == 20 || oid == 21 || oid == 23;
+}
+
+/* Append column i of the current row in PostgreSQL text format for type `oid`. */
+static void put_value(struct buf *b, sqlite3_stmt *ss, int i, uint32_t oid)
+{
+	int type = sqlite3_column_type(ss, i);
+	char tmp[64];
+
+	if (type == SQLITE_NULL) {
+		pgw_datarow_put_null(b);
+		return;
+	}
+	if (type == SQLITE_BLOB || (oid == 17 && type != SQLITE_NULL)) {
+		const void *p = type == SQLITE_BLOB ? sqlite3_column_blob(ss, i)
+						    : (const void *)sqlite3_column_text(ss, i);
+		int n = sqlite3_column_bytes(ss, i);
+		if (p == NULL && n > 0) {
+			b->failed = true; /* out of memory inside SQLite */
+			return;
+		}
+		put_hex_field(b, p, (size_t)n);
+		return;
+	}
+	switch (type) {
+	case SQLITE_INTEGER: {
+		sqlite3_int64 v = sqlite3_column_int64(ss, i);
+		if (oid == 16)
+			put_text_field(b, v != 0 ? "t" : "f");
+		else {
+			snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+			put_text_field(b, tmp);
+		}
+		return;
+	}
+	case SQLITE_FLOAT: {
+		double d = sqlite3_column_double(ss, i);
+		if (oid == 16)
+			put_text_field(b, d != 0 ? "t" : "f");
+		else if (is_int_oid(oid) && d == floor(d) && fabs(d) < 9.2e18) {
+			snprintf(tmp, sizeof(tmp), "%lld", (long long)d);
+			put_text_field(b, tmp);
+		} else {
+			format_double(d, tmp, sizeof(tmp));
+			put_text_field(b, tmp);
+		}
+		return;
+	}
+	default: { /* TEXT */
+		const char *p = (const char *)sqlite3_column_text(ss, i);
+		int n = sqlite3_column_bytes(ss, i);
+		if (p == NULL) {
+			b->failed = true;
+			return;
+		}
+		if (oid == 16)
+			put_text_field(b, text_is_true(p, (size_t)n) ? "t" : "f");
+		else
+			pgw_datarow_put(b, p, (size_t)n);
+		return;
+	}
+	}
+}
+
+/* ---- Errors -------------------------------------------------------------------------- */
+
+static void send_notice(struct pgw_session *s, const char *severity, const char *code,
+			const char *message)
+{
+	struct pgw_error e = {severity, code, message, NULL, NULL, 0};
+	pgw_encode_error(&s->out, 'N', &e);
+}
+
+static void send_error(struct pgw_session *s, const char *code, const char *message,
+		       const char *detail)
+{
+	struct pgw_error e = {"ERROR", code, message, detail, NULL, 0};
+	pgw_encode_error(&s->out, 'E', &e);
+}
+
+/* Send FATAL and stop processing; the caller flushes the output and closes. */
+static void send_fatal(struct pgw_session *s, const char *code, const char *message)
+{
+	struct pgw_error e = {"FATAL", code, message, NULL, NULL, 0};
+	pgw_encode_error(&s->out, 'E', &e);
+	s->state = ST_CLOSING;
+}
+
+static bool has(const char *msg, const char *needle)
+{
+	return strstr(msg, needle) != NULL;
+}
+
+/* SQLSTATE for an SQLite error: by extended code, then by message. */
+static const char *sqlstate_for_sqlite(int ext, const char *msg)
+{
+	switch (ext & 0xFF) {
+	case SQLITE_CONSTRAINT:
+		switch (ext) {
+		case SQLITE_CONSTRAINT_UNIQUE:
+		case SQLITE_CONSTRAINT_PRIMARYKEY:
+		case SQLITE_CONSTRAINT_ROWID:
+			return "23505";
+		case SQLITE_CONSTRAINT_NOTNULL:
+			return "23502";
+		case SQLITE_CONSTRAINT_FOREIGNKEY:
+			return "23503";
+		case SQLITE_CONSTRAINT_CHECK:
+			return "23514";
+		default:
+			return "23000";
+		}
+	case SQLITE_BUSY:
+		return "40001";
+	case SQLITE_READONLY:
+		return "25006";
+	case SQLITE_INTERRUPT:
+		return "57014";
+	case SQLITE_TOOBIG:
+		return "54000";
+	case SQLITE_FULL:
+		return "53100";
+	case SQLITE_NOMEM:
+		return "53200";
+	case SQLITE_AUTH:
+		return "42501";
+	case SQLITE_MISMATCH:
+		return "42804";
+	default:
+		break;
+	}
+	if (has(msg, "no such table"))
+		return "42P01";
+	if (has(msg, "no such column"))
+		return "42703";
+	if (has(msg, "syntax error") || has(msg, "incomplete input") ||
+	    has(msg, "unrecognized token"))
+		return "42601";
+	if (has(msg, "already exists"))
+		return "42P07";
+	if (has(msg, "datatype mismatch"))
+		return "42804";
+	if (has(msg, "no such function"))
+		return "42883";
+	return "XX000";
+}
+
+/* Report a failed core call as ErrorResponse. pos_base is the byte offset in q.sql of the
+ * text the failing statement was prepared from (used when pos_valid). */
+static void send_core_error(struct pgw_session *s, int rc, const struct core_error *ce,
+			    bool pos_valid, size_t pos_base)
+{
+	struct pgw_error e = {"ERROR", "XX000", NULL, NULL, NULL, 0};
+	const char *core_msg = ce->msg[0] != '\0' ? ce->msg : NULL;
+
+	switch (rc) {
+	case ERR_SQL:
+		e.code = sqlstate_for_sqlite(ce->sqlite_code, ce->msg);
+		e.message = core_msg != NULL ? core_msg : sqlite3_errstr(ce->sqlite_code);
+		if (pos_valid && ce->offset >= 0 && s->q_active) {
+			size_t off = pos_base + (size_t)ce->offset;
+			if (off > s->q.len)
+				off = s->q.len;
+			e.position = char_position(s->q.sql, off);
+		}
+		break;
+	case ERR_NOTLEADER: {
+		const char *leader = core_engine_leader_address(s->engine);
+		e.code = "25006";
+		e.message = "cannot execute statement: this node is not the leader";
+		if (leader != NULL) {
+			snprintf(s->detail_buf, sizeof s->detail_buf, "leader: %s", leader);
+			e.detail = s->detail_buf;
+		} else {
+			e.detail = "no leader is known at the moment";
+		}
+		e.hint = "Nothing was executed; retry on the leader.";
+		break;
+	}
+	case ERR_LEADERSHIP_LOST:
+		e.code = "40003";
+		e.message = "leadership lost while committing; the transaction may or may not "
+			    "have been committed";
+		break;
+	case ERR_TIMEOUT:
+		e.code = "57P03";
+		e.message = "timed out waiting for the database to accept the statement; "
+			    "nothing was committed";
+		e.detail = core_msg;
+		e.hint = "Retry the statement.";
+		break;
+	case ERR_FULL:
+		e.code = "53100";
+		e.message = "database memory limit exceeded";
+		e.detail = core_msg;
+		break;
+	case ERR_NOMEM:
+		e.code = "53200";
+		e.message = "out of memory";
+		break;
+	case ERR_BUSY:
+		e.code = "40001";
+		e.message = core_msg != NULL ? core_msg : "could not serialize access";
+		break;
+	case ERR_SHUTDOWN:
+		e.code = "57P01";
+		e.message = "the server is shutting down";
+		break;
+	case ERR_IO:
+		e.code = "58030";
+		e.message = core_msg != NULL ? core_msg : "I/O error";
+		break;
+	default:
+		e.code = "XX000";
+		e.message = core_msg != NULL ? core_msg : err_str(rc);
+		break;
+	}
+	pgw_encode_error(&s->out, 'E', &e);
+}
+
+/* ---- Query execution ----------------------------------------------------------------- */
+
+static int run(struct pgw_session *s);
+
+static char ready_status(const struct pgw_session *s)
+{
+	switch (s->txn) {
+	case TX_EXPLICIT:
+		return 'T';
+	case TX_FAILED:
+		return 'E';
+	default:
+		return 'I';
+	}
+}
+
+static void query_free(struct query *q)
+{
+	free(q->sql);
+	free(q->oids);
+	memset(q, 0, sizeof(*q));
+}
+
+/* Finish the Query message: ReadyForQuery and back to IDLE. */
+static void query_done(struct pgw_session *s)
+{
+	pgw_encode_ready(&s->out, ready_status(s));
+	query_free(&s->q);
+	s->q_active = false;
+	s->state = ST_IDLE;
+}
+
+static void on_step(struct core_stmt *st, int rc, void *arg);
+static void fail_statement(struct pgw_session *s, int rc);
+
+/* Prepare and start one internal statement (BEGIN/COMMIT/ROLLBACK). */
+static void start_internal(struct pgw_session *s, enum run_kind kind, const char *sql,
+			   enum txn_state txn_after)
+{
+	struct query *q = &s->q;
+	struct core_stmt *st = NULL;
+	const char *tail;
+	int rc;
+
+	rc = core_session_prepare(s->core, sql, (int)strlen(sql), &tail, &st);
+	q->kind = kind;
+	q->txn_after = txn_after;
+	q->rolling_back = strcmp(sql, "ROLLBACK") == 0;
+	q->pos_valid = false;
+	q->described = false;
+	if (rc != 0 || st == NULL) {
+		fail_statement(s, rc != 0 ? rc : ERR_INVALID);
+		return;
+	}
+	q->st = st;
+	q->phase = QP_STEP;
+}
+
+/* After any error: end the message and settle the transaction state the way PostgreSQL
+ * does. The ErrorResponse was sent already. */
+static void settle_after_error(struct pgw_session *s, enum run_kind kind)
+{
+	struct query *q = &s->q;
+	bool in = core_session_in_txn(s->core);
+	enum txn_state next;
+
+	q->failed = true;
+	q->phase = QP_END;
+	if (kind == RUN_TXN && q->txn_after == TX_IDLE)
+		next = TX_IDLE; /* a failed COMMIT/ROLLBACK still ends the block */
+	else if (s->txn == TX_EXPLICIT || s->txn == TX_FAILED)
+		next = TX_FAILED;
+	else
+		next = TX_IDLE; /* autocommit, or the implicit block of the message */
+	if (next == TX_IDLE && in) {
+		start_internal(s, RUN_ROLLBACK, "ROLLBACK", TX_IDLE);
+		return;
+	}
+	s->txn = next;
+}
+
+/* Make sure no SQLite transaction is left open after a ROLLBACK failed (the core may
+ * refuse statements once leadership is gone): closing the core session rolls back, and a
+ * fresh one takes its place. Returns false, after a FATAL, when that is impossible. */
+static bool force_rollback(struct pgw_session *s)
+{
+	int rc;
+
+	if (!core_session_in_txn(s->core))
+		return true;
+	LOGW("pgwire: ROLLBACK failed; reopening the session to discard its transaction");
+	core_session_close(s->core);
+	s->core = NULL;
+	rc = core_session_open(s->engine, s->database, &s->core);
+	if (rc != 0) {
+		s->core = NULL;
+		send_fatal(s, rc == ERR_NOTFOUND ? "3D000" : "57P01",
+			   "the session's transaction could not be rolled back; closing");
+		return false;
+	}
+	return true;
+}
+
+/* The current statement failed with rc: report, finalize, settle. */
+static void fail_statement(struct pgw_session *s, int rc)
+{
+	struct query *q = &s->q;
+	struct core_error ce = *core_session_error(s->core);
+	enum run_kind kind = q->kind;
+
+	if (ce.code != rc) { /* the details belong to another call: keep only the code */
+		ce.sqlite_code = 0;
+		ce.offset = -1;
+		ce.msg[0] = '\0';
+		if (rc == ERR_SQL)
+			snprintf(ce.msg, sizeof(ce.msg), "SQL error");
+	}
+	if (q->st != NULL) {
+		core_stmt_finalize(q->st);
+		q->st = NULL;
+	}
+	if (q->rolling_back) {
+		/* PostgreSQL's ROLLBACK cannot fail: discard the transaction another way. */
+		LOGD("pgwire: ROLLBACK failed: %s", ce.msg[0] ? ce.msg : err_str(rc));
+		s->server_aborted = false;
+		if (!force_rollback(s))
+			return;
+		s->txn = q->txn_after;
+		if (kind == RUN_TXN) {
+			pgw_encode_command_complete(&s->out, q->tag);
+			q->phase = QP_NEXT;
+		} else {
+			q->phase = QP_END;
+		}
+		return;
+	}
+	send_core_error(s, rc, &ce, q->pos_valid, q->stmt_pos);
+	settle_after_error(s, kind);
+}
+
+/* Send RowDescription for the current statement; has_row says whether a row is current,
+ * so expressions can be typed by their first value. */
+static bool describe(struct pgw_session *s, bool has_row)
+{
+	struct query *q = &s->q;
+	sqlite3_stmt *ss = core_stmt_sqlite(q->st);
+	int n = sqlite3_column_count(ss), i;
+	struct pgw_column *cols;
+
+	q->described = true;
+	q->n_cols = n;
+	free(q->oids);
+	q->oids = NULL;
+	if (n == 0)
+		return true;
+	q->oids = calloc((size_t)n, sizeof(*q->oids));
+	cols = calloc((size_t)n, sizeof(*cols));
+	if (q->oids == NULL || cols == NULL) {
+		free(cols);
+		s->out.failed = true;
+		return false;
+	}
+	for (i = 0; i < n; i++) {
+		const char *decl = sqlite3_column_decltype(ss, i);
+		const char *name = sqlite3_column_name(ss, i);
+		uint32_t oid;
+
+		if (decl != NULL)
+			oid = oid_from_decltype(decl);
+		else if (has_row)
+			oid = oid_from_storage(sqlite3_column_type(ss, i));
+		else
+			oid = 25;
+		q->oids[i] = oid;
+		cols[i].name = name != NULL ? name : "?column?";
+		cols[i].type_oid = oid;
+		cols[i].typlen = typlen_of(oid);
+	}
+	pgw_encode_row_description(&s->out, (unsigned)n, cols);
+	free(cols);
+	return true;
+}
+
+static void send_row(struct pgw_session *s)
+{
+	struct query *q = &s->q;
+	sqlite3_stmt *ss = core_stmt_sqlite(q->st);
+	size_t mark = pgw_datarow_start(&s->out, (uint16_t)q->n_cols);
+	int i;
+
+	for (i = 0; i < q->n_cols; i++)
+		put_value(&s->out, ss, i, q->oids[i]);
+	pgw_buf_finish(&s->out, mark);
+	q->n_rows++;
+}
+
+static void send_user_tag(struct pgw_session *s)
+{
+	struct query *q = &s->q;
+	char tag[96];
+	uint64_t n = q->n_cols > 0 ? q->n_rows : (uint64_t)core_stmt_changes(q->st);
+
+	switch (q->tag_kind) {
+	case TAG_INSERT:
+		snprintf(tag, sizeof(tag), "INSERT 0 %llu", (unsigned long long)n);
+		break;
+	case TAG_UPDATE:
+		snprintf(tag, sizeof(tag), "UPDATE %llu", (unsigned long long)n);
+		break;
+	case TAG_DELETE:
+		snprintf(tag, sizeof(tag), "DELETE %llu", (unsigned long long)n);
+		break;
+	case TAG_SELECT:
+		snprintf(tag, sizeof(tag), "SELECT %llu", (unsigned long long)q->n_rows);
+		break;
+	case TAG_PLAIN:
+		if (q->n_cols > 0) /* PRAGMA, EXPLAIN... returning rows */
+			snprintf(tag, sizeof(tag), "SELECT %llu", (unsigned long long)q->n_rows);
+		else
+			snprintf(tag, sizeof(tag), "%s", q->tag);
+		break;
+	}
+	pgw_encode_command_complete(&s->out, tag);
+}
+
+/* Keep txn in line with SQLite after a client statement that succeeded (SAVEPOINT opens
+ * a transaction in SQLite, RELEASE of the outermost savepoint ends it). */
+static void sync_txn_after_user(struct pgw_session *s)
+{
+	bool in = core_session_in_txn(s->core);
+
+	if (s->txn == TX_IDLE && in)
+		s->txn = TX_EXPLICIT;
+	else if ((s->txn == TX_EXPLICIT || s->txn == TX_IMPLICIT) && !in)
+		s->txn = TX_IDLE;
+}
+
+/* Handle one result of core_stmt_step for the current statement. */
+static void step_result(struct pgw_session *s, int rc)
+{
+	struct query *q = &s->q;
+
+	if (rc != CORE_ROW && rc != CORE_DONE) {
+		fail_statement(s, rc);
+		return;
+	}
+	switch (q->kind) {
+	case RUN_USER:
+		if (rc == CORE_ROW) {
+			if (!q->described && !describe(s, true))
+				return;
+			send_row(s);
+			q->phase = QP_STEP;
+			return;
+		}
+		if (!q->described && !describe(s, false))
+			return;
+		send_user_tag(s);
+		core_stmt_finalize(q->st);
+		q->st = NULL;
+		if (q->tag_kind == TAG_PLAIN && s->txn == TX_FAILED)
+			s->txn = TX_EXPLICIT; /* ROLLBACK TO SAVEPOINT recovered the block */
+		sync_txn_after_user(s);
+		q->phase = QP_NEXT;
+		return;
+	case RUN_BEGIN_IMPLICIT:
+	case RUN_COMMIT_IMPLICIT:
+	case RUN_ROLLBACK:
+	case RUN_TXN:
+		if (rc == CORE_ROW) { /* never for these; keep stepping */
+			q->phase = QP_STEP;
+			return;
+		}
+		core_stmt_finalize(q->st);
+		q->st = NULL;
+		break;
+	}
+	switch (q->kind) {
+	case RUN_BEGIN_IMPLICIT:
+		s->txn = TX_IMPLICIT;
+		q->phase = QP_NEXT; /* now run the statement that needed it */
+		break;
+	case RUN_COMMIT_IMPLICIT:
+		s->txn = TX_IDLE;
+		q->phase = QP_END;
+		break;
+	case RUN_ROLLBACK:
+		s->txn = q->txn_after;
+		q->phase = QP_END;
+		break;
+	case RUN_TXN:
+		s->txn = q->txn_after;
+		pgw_encode_command_complete(&s->out, q->tag);
+		q->phase = QP_NEXT;
+		break;
+	case RUN_USER:
+		break;
+	}
+}
+
+static void db_done(void *arg, int status);
+
+/* Result of CREATE/DROP DATABASE. */
+static void db_result(struct pgw_session *s, int rc)
+{
+	struct query *q = &s->q;
+	char msg[NAME_MAX_LEN + 64];
+	const char *tag = q->db_drop ? "DROP DATABASE" : "CREATE DATABASE";
+
+	q->phase = QP_NEXT;
+	if (rc == 0) {
+		pgw_encode_command_complete(&s->out, tag);
+		return;
+	}
+	switch (rc) {
+	case ERR_NOTFOUND:
+		if (q->db_drop && q->db_if_exists) {
+			snprintf(msg, sizeof(msg), "database \"%s\" does not exist, skipping",
+				 q->db_name);
+			send_notice(s, "NOTICE", "00000", msg);
+			pgw_encode_command_complete(&s->out, tag);
+			return;
+		}
+		snprintf(msg, sizeof(msg), "database \"%s\" does not exist", q->db_name);
+		send_error(s, "3D000", msg, NULL);
+		break;
+	case ERR_EXISTS:
+		snprintf(msg, sizeof(msg), "database \"%s\" already exists", q->db_name);
+		send_error(s, "42P04", msg, NULL);
+		break;
+	case ERR_INUSE:
+		snprintf(msg, sizeof(msg), "database \"%s\" is being accessed by other users",
+			 q->db_name);
+		send_error(s, "55006", msg, NULL);
+		break;
+	case ERR_INVALID:
+		snprintf(msg, sizeof(msg), "invalid database name \"%s\"", q->db_name);
+		send_error(s, "42602", msg, NULL);
+		break;
+	default: {
+		struct core_error ce = {rc, 0, -1, ""};
+		send_core_error(s, rc, &ce, false, 0);
+		break;
+	}
+	}
+	settle_after_error(s, RUN_USER);
+}
+
+/* CREATE DATABASE / DROP DATABASE at q.stmt_pos. */
+static void run_db_command(struct pgw_session *s, enum stmt_class cls, size_t end)
+{
+	struct query *q = &s->q;
+	const char *text = q->sql + q->stmt_pos;
+	bool drop = cls == C_DROP_DB;
+	struct db_op *op;
+	int rc;
+
+	q->pos = end;
+	if (s->txn != TX_IDLE || q->multi) {
+		send_error(s, "25001",
+			   drop ? "DROP DATABASE cannot run inside a transaction block"
+				: "CREATE DATABASE cannot run inside a transaction block",
+			   NULL);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
+	q->db_drop = drop;
+	if (!parse_db_command(text, end - q->stmt_pos, drop, &q->db_if_exists, q->db_name,
+			      sizeof(q->db_name))) {
+		struct pgw_error e = {"ERROR", "42601",
+				      drop ? "syntax error in DROP DATABASE"
+					   : "syntax error in CREATE DATABASE",
+				      NULL, "Expected a database name.", 0};
+		pgw_encode_error(&s->out, 'E', &e);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
+	op = malloc(sizeof(*op));
+	if (op == NULL) {
+		db_result(s, ERR_NOMEM);
+		return;
+	}
+	op->s = s;
+	s->db_op = op;
+	q->db_pending = true;
+	s->state = ST_PENDING;
+	if (drop)
+		rc = core_database_drop(s->engine, q->db_name, db_done, op);
+	else
+		rc = core_database_create(s->engine, q->db_name, db_done, op);
+	if (rc == CORE_PENDING)
+		return;
+	s->db_op = NULL;
+	q->db_pending = false;
+	s->state = ST_QUERY;
+	free(op);
+	db_result(s, rc);
+}
+
+/* Pick and start the next statement of the message. */
+static void next_statement(struct pgw_session *s)
+{
+	struct query *q = &s->q;
+	size_t start, end;
+	enum stmt_class cls;
+	char tag[sizeof(q->tag)];
+	struct core_stmt *st = NULL;
+	const char *tail;
+	int rc;
+
+	if (q->failed || !split_next(q->sql, q->len, q->pos, &start, &end)) {
+		q->phase = QP_END;
+		return;
+	}
+	q->stmt_pos = start;
+	cls = classify(q->sql + start, end - start, tag, sizeof(tag));
+
+	if (s->txn == TX_EXPLICIT && !core_session_in_txn(s->core)) {
+		/* The core rolled our transaction back (leadership change). */
+		s->txn = TX_FAILED;
+		s->server_aborted = true;
+	}
+	if (s->txn == TX_FAILED && cls != C_COMMIT && cls != C_ROLLBACK && cls != C_ROLLBACK_TO) {
+		q->pos = end;
+		send_error(s, "25P02",
+			   "current transaction is aborted, commands ignored until end of "
+			   "transaction block",
+			   s->server_aborted ? "The server rolled the transaction back, for "
+					       "example after a leadership change."
+					     : NULL);
+		q->failed = true;
+		q->phase = QP_END;
+		return;
+	}
+
+	switch (cls) {
+	case C_BEGIN:
+		q->pos = end;
+		snprintf(q->tag, sizeof(q->tag), "%s", tag);
+		if (s->txn == TX_IDLE) {
+			start_internal(s, RUN_TXN, "BEGIN", TX_EXPLICIT);
+			return;
+		}
+		if (s->txn == TX_EXPLICIT)
+			send_notice(s, "WARNING", "25001",
+				    "there is already a transaction in progress");
+		s->txn = TX_EXPLICIT; /* an implicit block becomes explicit */
+		pgw_encode_command_complete(&s->out, q->tag);
+		return;
+	case C_COMMIT:
+	case C_ROLLBACK:
+		q->pos = end;
+		if (s->txn == TX_IDLE || s->txn == TX_IMPLICIT)
+			send_notice(s, "WARNING", "25P01", "there is no transaction in progress");
+		/* COMMIT of a failed block rolls back and says so. */
+		snprintf(q->tag, sizeof(q->tag), "%s",
+			 s->txn == TX_FAILED ? "ROLLBACK" : tag);
+		s->server_aborted = false;
+		if (core_session_in_txn(s->core)) {
+			bool commit = cls == C_COMMIT && s->txn != TX_FAILED;
+			start_internal(s, RUN_TXN, commit ? "COMMIT" : "ROLLBACK", TX_IDLE);
+			return;
+		}
+		s->txn = TX_IDLE;
+		pgw_encode_command_complete(&s->out, q->tag);
+		return;
+	case C_CREATE_DB:
+	case C_DROP_DB:
+		run_db_command(s, cls, end);
+		return;
+	case C_USER:
+	case C_ROLLBACK_TO:
+		break;
+	}
+
+	if (q->multi && s->txn == TX_IDLE) {
+		start_internal(s, RUN_BEGIN_IMPLICIT, "BEGIN", TX_IMPLICIT);
+		return; /* QP_NEXT comes back to this same statement */
+	}
+	q->kind = RUN_USER;
+	q->rolling_back = false;
+	q->pos_valid = true;
+	q->described = false;
+	q->n_rows = 0;
+	q->n_cols = 0;
+	rc = core_session_prepare(s->core, q->sql + start, (int)(end - start), &tail, &st);
+	if (rc != 0) {
+		q->pos = end;
+		fail_statement(s, rc);
+		return;
+	}
+	if (st == NULL) { /* only comments after all */
+		q->pos = end;
+		q->phase = QP_NEXT;
+		return;
+	}
+	q->pos = (size_t)(tail - q->sql);
+	if (q->pos <= start || q->pos > end)
+		q->pos = end; /* never loop on the same text */
+	q->st = st;
+	q->tag_kind = tag_for(q->sql + start, end - start, q->tag, sizeof(q->tag));
+	if (cls == C_ROLLBACK_TO)
+		q->tag_kind = TAG_PLAIN; /* tag "ROLLBACK"; recovers a failed block */
+	q->phase = QP_STEP;
+}
+
+/* One move of the Query program. */
+static void query_tick(struct pgw_session *s)
+{
+	struct query *q = &s->q;
+	int rc;
+
+	if (s->have_result) {
+		s->have_result = false;
+		if (q->db_pending) {
+			q->db_pending = false;
+			db_result(s, s->result_rc);
+		} else {
+			step_result(s, s->result_rc);
+		}
+		return;
+	}
+	switch (q->phase) {
+	case QP_NEXT:
+		next_statement(s);
+		return;
+	case QP_STEP:
+		/* PENDING before the call, so that even a callback fired from inside it (which
+		 * the contract excludes) would only be recorded for this loop. */
+		s->state = ST_PENDING;
+		rc = core_stmt_step(q->st, on_step, s);
+		if (rc == CORE_PENDING)
+			return; /* PENDING, or QUERY again when the result is already here */
+		s->state = ST_QUERY;
+		step_result(s, rc);
+		return;
+	case QP_END:
+		if (s->txn == TX_IMPLICIT) {
+			start_internal(s, RUN_COMMIT_IMPLICIT, "COMMIT", TX_IDLE);
+			return;
+		}
+		query_done(s);
+		return;
+	}
+}
+
+/* Record an asynchronous result and, unless the run loop is active, resume. */
+static void resume(struct pgw_session *s, int rc)
+{
+	int status;
+
+	s->have_result = true;
+	s->result_rc = rc;
+	s->state = ST_QUERY;
+	if (s->running)
+		return; /* the loop picks it up */
+	status = run(s);
+	if (s->wake != NULL)
+		s->wake(s->wake_arg, status);
+}
+
+static void on_step(struct core_stmt *st, int rc, void *arg)
+{
+	struct pgw_session *s = arg;
+
+	if (s->state != ST_PENDING || s->q.st != st) {
+		/* Being destroyed (core_session_close reporting), or a stray callback. */
+		return;
+	}
+	resume(s, rc);
+}
+
+static void db_done(void *arg, int status)
+{
+	struct db_op *op = arg;
+	struct pgw_session *s = op->s;
+
+	free(op);
+	if (s == NULL)
+		return; /* the session is gone */
+	s->db_op = NULL;
+	if (s->state != ST_PENDING)
+		return;
+	resume(s, status);
+}
+
+/* Start running a Query message. */
+static void start_query(struct pgw_session *s, const char *sql, size_t len)
+{
+	struct query *q = &s->q;
+	unsigned n;
+
+	memset(q, 0, sizeof(*q));
+	q->sql = malloc(len + 1);
+	if (q->sql == NULL) {
+		send_error(s, "53200", "out of memory", NULL);
+		if (s->txn == TX_EXPLICIT)
+			s->txn = TX_FAILED;
+		pgw_encode_ready(&s->out, ready_status(s));
+		return;
+	}
+	memcpy(q->sql, sql, len);
+	q->sql[len] = '\0';
+	q->len = len;
+	s->q_active = true;
+	if (!utf8_valid((const uint8_t *)sql, len)) {
+		send_error(s, "22021", "invalid byte sequence for encoding \"UTF8\"", NULL);
+		if (s->txn == TX_EXPLICIT)
+			s->txn = TX_FAILED;
+		query_done(s);
+		return;
+	}
+	n = count_statements(q->sql, q->len, 2);
+	if (n == 0) {
+		pgw_encode_empty_query(&s->out);
+		query_done(s);
+		return;
+	}
+	q->multi = n > 1;
+	q->phase = QP_NEXT;
+	s->state = ST_QUERY;
+}
+
+/* ---- Startup -------------------------------------------------------------------------- */
+
+static void send_parameters(struct pgw_session *s, const char *app_name)
+{
+	struct buf *b = &s->out;
+
+	pgw_encode_parameter_status(b, "server_version", s->server_version);
+	pgw_encode_parameter_status(b, "server_encoding", "UTF8");
+	pgw_encode_parameter_status(b, "client_encoding", "UTF8");
+	pgw_encode_parameter_status(b, "DateStyle", "ISO, MDY");
+	pgw_encode_parameter_status(b, "IntervalStyle", "postgres");
+	pgw_encode_parameter_status(b, "integer_datetimes", "on");
+	pgw_encode_parameter_status(b, "standard_conforming_strings", "on");
+	pgw_encode_parameter_status(b, "TimeZone", "UTC");
+	pgw_encode_parameter_status(b, "in_hot_standby", "off");
+	pgw_encode_parameter_status(b, "default_transaction_read_only", "off");
+	pgw_encode_parameter_status(b, "is_superuser", "on");
+	pgw_encode_parameter_status(b, "session_authorization", s->user);
+	pgw_encode_parameter_status(b, "application_name", app_name);
+}
+
+#define MAX_PQ_OPTIONS 16
+
+static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su)
+{
+	const char *key, *value, *user = NULL, *database = NULL, *app_name = "";
+	const char *options[MAX_PQ_OPTIONS];
+	unsigned n_options = 0;
+	char msg[NAME_MAX_LEN + 128];
+	uint8_t rnd[8];
+	int rc;
+
+	if (su->major != 3) {
+		snprintf(msg, sizeof(msg),
+			 "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+			 su->major, su->minor);
+		send_fatal(s, "0A000", msg);
+		return;
+	}
+	while (pgw_startup_next_param(su, &key, &value)) {
+		if (strcmp(key, "user") == 0)
+			user = value;
+		else if (strcmp(key, "database") == 0)
+			database = value;
+		else if (strcmp(key, "application_name") == 0)
+			app_name = value;
+		else if (strncmp(key, "_pq_.", 5) == 0 && n_options < MAX_PQ_OPTIONS)
+			options[n_options++] = key;
+		/* Other settings (client_encoding, DateStyle, options...) are ignored: the
+		 * reported values are the only ones supported. */
+	}
+	if (su->minor > 0 || n_options > 0)
+		pgw_encode_negotiate_version(&s->out, 0, n_options, options);
+	if (user == NULL || user[0] == '\0') {
+		send_fatal(s, "28000", "no PostgreSQL user name specified in startup packet");
+		return;
+	}
+	if (database == NULL || database[0] == '\0')
+		database = user;
+	s->user = dup_str(user);
+	s->database = dup_str(database);
+	if (s->user == NULL || s->database == NULL) {
+		send_fatal(s, "53200", "out of memory");
+		return;
+	}
+	if (strlen(database) > NAME_MAX_LEN || !core_database_exists(s->engine, database)) {
+		snprintf(msg, sizeof(msg), "database \"%.*s\" does not exist", NAME_MAX_LEN,
+			 database);
+		send_fatal(s, "3D000", msg);
+		return;
+	}
+	rc = core_session_open(s->engine, database, &s->core);
+	if (rc != 0) {
+		s->core = NULL;
+		if (rc == ERR_NOTFOUND) {
+			snprintf(msg, sizeof(msg), "database \"%s\" does not exist", database);
+			send_fatal(s, "3D000", msg);
+		} else {
+			send_fatal(s, rc == ERR_NOMEM ? "53200" : "XX000", err_str(rc));
+		}
+		return;
+	}
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		send_fatal(s, "XX000", "could not generate a cancellation key");
+		return;
+	}
+	pgw_encode_auth_ok(&s->out);
+	send_parameters(s, app_name);
+	pgw_encode_backend_key(&s->out, get_u32be(rnd) & 0x7FFFFFFFu, get_u32be(rnd + 4));
+	pgw_encode_ready(&s->out, 'I');
+	s->state = ST_IDLE;
+}
+
+static void handle_startup(struct pgw_session *s, const struct pgw_msg *m)
+{
+	struct pgw_startup su;
+	const char *reason;
+
+	if (pgw_startup_decode(m, &su, &reason) != 0) {
+		send_fatal(s, "08P01", reason);
+		return;
+	}
+	switch (su.kind) {
+	case PGW_STARTUP_SSL:
+	case PGW_STARTUP_GSSENC:
+		buf_put_u8(&s->out, 'N'); /* no TLS / GSS encryption; the startup follows */
+		return;
+	case PGW_STARTUP_CANCEL:
+		s->state = ST_CLOSING; /* not implemented yet: close without a reply */
+		return;
+	case PGW_STARTUP_MESSAGE:
+		handle_startup_message(s, &su);
+		return;
+	}
+}
+
+/* ---- Normal-phase messages ----------------------------------------------------------- */
+
+static void handle_message(struct pgw_session *s, const struct pgw_msg *m)
+{
+	const char *sql, *reason;
+	size_t len;
+	char msg[64];
+
+	switch (m->type) {
+	case 'Q':
+		if (s->discard_until_sync)
+			return;
+		if (pgw_query_decode(m, &sql, &len, &reason) != 0) {
+			send_error(s, "08P01", reason, NULL);
+			if (s->txn == TX_EXPLICIT)
+				s->txn = TX_FAILED;
+			pgw_encode_ready(&s->out, ready_status(s));
+			return;
+		}
+		start_query(s, sql, len);
+		return;
+	case 'X':
+		s->state = ST_CLOSING;
+		return;
+	case 'S': /* Sync */
+		s->discard_until_sync = false;
+		pgw_encode_ready(&s->out, ready_status(s));
+		return;
+	case 'P': case 'B': case 'D': case 'E': case 'C': case 'F':
+		if (!s->discard_until_sync) {
+			send_error(s, "0A000", "extended query protocol is not supported yet",
+				   NULL);
+			if (s->txn == TX_EXPLICIT)
+				s->txn = TX_FAILED;
+			s->discard_until_sync = true;
+		}
+		return;
+	case 'H':           /* Flush: the output is sent every round anyway */
+	case 'd': case 'c': case 'f': /* COPY messages outside COPY are ignored */
+		return;
+	default:
+		snprintf(msg, sizeof(msg), "invalid frontend message type %d", m->type);
+		send_fatal(s, "08P01", msg);
+		return;
+	}
+}
+
+/* ---- The loop -------------------------------------------------------------------------- */
+
+/* Frame and handle one input message; false when more input is needed. */
+static bool next_message(struct pgw_session *s)
+{
+	struct buf view;
+	struct pgw_msg m;
+	const char *reason = NULL;
+	int r;
+	bool startup = s->state == ST_STARTUP;
+
+	view.data = s->in.data + s->in_off;
+	view.len = s->in.len - s->in_off;
+	view.cap = view.len;
+	view.failed = false;
+	r = pgw_frame(&view, startup ? PGW_PHASE_STARTUP : PGW_PHASE_NORMAL, s->max_msg_len, &m,
+		      &reason);
+	if (r == PGW_FRAME_NEED_MORE)
+		return false;
+	if (r == PGW_FRAME_MALFORMED) {
+		if (startup) {
+			/* Garbage before startup (an HTTP request...): close silently, as
+			 * PostgreSQL does. */
+			LOGD("pgwire: bad startup packet: %s", reason);
+			s->state = ST_CLOSING;
+		} else {
+			send_fatal(s, "08P01", reason);
+		}
+		return true;
+	}
+	if (startup)
+		handle_startup(s, &m);
+	else
+		handle_message(s, &m);
+	/* The handlers copied what they keep; the frame can go. */
+	s->in_off += m.frame_len;
+	return true;
+}
+
+static int status_of(const struct pgw_session *s)
+{
+	if (s->state == ST_CLOSING)
+		return PGW_SESSION_CLOSE;
+	if (s->state == ST_PENDING || s->state == ST_QUERY || s->out.len >= PGW_SESSION_OUT_HIGH)
+		return PGW_SESSION_BUSY;
+	return PGW_SESSION_IDLE;
+}
+
+static int run(struct pgw_session *s)
+{
+	s->running = true;
+	for (;;) {
+		if (s->out.failed || s->in.failed) {
+			s->state = ST_CLOSING;
+			LOGW("pgwire: out of memory on a connection buffer; closing it");
+		}
+		if (s->state == ST_CLOSING || s->state == ST_PENDING)
+			break;
+		if (s->out.len >= PGW_SESSION_OUT_HIGH)
+			break; /* resumed once the output drains */
+		if (s->state == ST_QUERY) {
+			query_tick(s);
+			continue;
+		}
+		if (!next_message(s))
+			break;
+	}
+	if (s->in_off > 0) {
+		buf_consume(&s->in, s->in_off);
+		s->in_off = 0;
+	}
+	s->running = false;
+	return status_of(s);
+}
+
+/* ---- Public API -------------------------------------------------------------------------- */
+
+int pgw_session_create(const struct pgw_session_config *cfg, struct pgw_session **out)
+{
+	struct pgw_session *s;
+
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return ERR_NOMEM;
+	s->server_version = dup_str(cfg->server_version != NULL ? cfg->server_version : "15.0");
+	if (s->server_version == NULL) {
+		free(s);
+		return ERR_NOMEM;
+	}
+	s->engine = cfg->engine;
+	s->max_msg_len = cfg->max_msg_len != 0 ? cfg->max_msg_len : PGW_DEFAULT_MAX_MSG_LEN;
+	s->wake = cfg->wake;
+	s->wake_arg = cfg->wake_arg;
+	buf_init(&s->in);
+	buf_init(&s->out);
+	s->state = ST_STARTUP;
+	s->txn = TX_IDLE;
+	*out = s;
+	return 0;
+}
+
+void pgw_session_destroy(struct pgw_session *s)
+{
+	bool pending = s->state == ST_PENDING;
+
+	s->state = ST_CLOSING; /* callbacks fired from the close below are ignored */
+	if (s->db_op != NULL) {
+		s->db_op->s = NULL; /* db_done frees it */
+		s->db_op = NULL;
+	}
+	if (s->q.st != NULL && !(pending && !s->q.db_pending)) {
+		core_stmt_finalize(s->q.st);
+		s->q.st = NULL;
+	}
+	if (s->core != NULL)
+		core_session_close(s->core); /* abandons a pending step */
+	query_free(&s->q);
+	buf_close(&s->in);
+	buf_close(&s->out);
+	free(s->user);
+	free(s->database);
+	free(s->server_version);
+	free(s);
+}
+
+struct buf *pgw_session_in(struct pgw_session *s)
+{
+	return &s->in;
+}
+
+struct buf *pgw_session_out(struct pgw_session *s)
+{
+	return &s->out;
+}
+
+int pgw_session_process(struct pgw_session *s)
+{
+	if (s->running) /* re-entered from a callback: the outer loop continues */
+		return status_of(s);
+	return run(s);
+}
+
+bool pgw_session_started(const struct pgw_session *s)
+{
+	return s->state != ST_STARTUP;
+}

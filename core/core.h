@@ -85,7 +85,8 @@ bool core_database_exists(struct core_engine *e, const char *name);
 /* Replicate CREATE DATABASE / DROP DATABASE. On CORE_PENDING cb(arg, status) fires with 0,
  * ERR_EXISTS / ERR_NOTFOUND (decided at apply), ERR_LEADERSHIP_LOST, ERR_TIMEOUT...
  * Synchronous errors: ERR_NOTLEADER, ERR_EXISTS, ERR_NOTFOUND, ERR_INVALID (bad name),
- * ERR_INUSE (drop while sessions are connected to it). */
+ * ERR_INUSE (another drop of it is waiting). A drop while sessions are connected waits up
+ * to 5 s for them to close (as PostgreSQL does) and then fails with ERR_INUSE through cb. */
 typedef void (*core_done_cb)(void *arg, int status);
 int core_database_create(struct core_engine *e, const char *name, core_done_cb cb, void *arg);
 int core_database_drop(struct core_engine *e, const char *name, core_done_cb cb, void *arg);

@@ -22,6 +22,7 @@
 
 #define SNAPSHOT_MAGIC 0x4e535150u /* "PQSN" */
 #define SNAPSHOT_VERSION 1
+#define DROP_WAIT_MS 5000 /* as PostgreSQL: DROP DATABASE waits this long for sessions */
 
 enum stmt_state {
 	ST_NEW,         /* never stepped */
@@ -53,6 +54,10 @@ struct database {
 	struct proposal *inflight;     /* the commit in flight */
 	struct core_stmt *wait_head, *wait_tail; /* writer queue */
 	sqlite3 *ckpt_conn;            /* internal connection for checkpoints */
+	/* A DROP DATABASE waiting for the sessions on it to go away. */
+	core_done_cb drop_cb;
+	void *drop_arg;
+	uint64_t drop_deadline;
 	struct database *next;
 };
 
@@ -427,6 +432,13 @@ void core_engine_tick(struct core_engine *e, uint64_t now_ms)
 			}
 		}
 		for (d = e->dbs; d != NULL && !again; d = d->next) {
+			if (d->drop_cb != NULL && d->drop_deadline <= now_ms) {
+				core_done_cb cb = d->drop_cb;
+				d->drop_cb = NULL;
+				cb(d->drop_arg, ERR_INUSE);
+				again = true;
+				break;
+			}
 			for (st = d->wait_head; st != NULL; st = st->next_wait) {
 				if (st->deadline <= now_ms) {
 					wait_remove(d, st);
@@ -523,6 +535,22 @@ static int propose(struct core_engine *e, const struct command *c, core_repl_cb 
 	return 0;
 }
 
+static int admin_propose(struct core_engine *e, uint8_t type, const char *name,
+			 core_done_cb cb, void *arg);
+
+/* Start a waiting DROP DATABASE once nobody uses the database any more. */
+static void db_try_pending_drop(struct core_engine *e, struct database *d)
+{
+	core_done_cb cb = d->drop_cb;
+	int rc;
+	if (cb == NULL || d->n_sessions > 0 || d->inflight != NULL)
+		return;
+	d->drop_cb = NULL;
+	rc = admin_propose(e, CMD_DROP_DB, d->name, cb, d->drop_arg);
+	if (rc != CORE_PENDING)
+		cb(d->drop_arg, rc);
+}
+
 static void frames_done(void *arg, int status)
 {
 	struct proposal *p = arg;
@@ -543,10 +571,12 @@ static void frames_done(void *arg, int status)
 	d->inflight = NULL;
 	free(p);
 	if (st == NULL) {
-		if (d->dropped)
+		if (d->dropped) {
 			db_release(e, d);
-		else
-			db_wake(d);
+			return;
+		}
+		db_wake(d);
+		db_try_pending_drop(e, d);
 		return;
 	}
 	if (status != 0) {
@@ -825,6 +855,8 @@ void core_session_close(struct core_session *s)
 	free(s);
 	if (d->dropped)
 		db_release(e, d);
+	else
+		db_try_pending_drop(e, d);
 }
 
 bool core_session_in_txn(struct core_session *s)
@@ -925,8 +957,17 @@ int core_database_drop(struct core_engine *e, const char *name, core_done_cb cb,
 	d = db_find(e, name);
 	if (d == NULL)
 		return ERR_NOTFOUND;
-	if (d->n_sessions > 0 || d->inflight != NULL)
-		return ERR_INUSE;
+	if (d->drop_cb != NULL)
+		return ERR_INUSE; /* another DROP is already waiting */
+	if (d->n_sessions > 0 || d->inflight != NULL) {
+		if (!e->leader || !e->ready)
+			return ERR_NOTLEADER;
+		/* Sessions that just disconnected may not be closed yet: wait a little. */
+		d->drop_cb = cb;
+		d->drop_arg = arg;
+		d->drop_deadline = e->now + DROP_WAIT_MS;
+		return CORE_PENDING;
+	}
 	return admin_propose(e, CMD_DROP_DB, name, cb, arg);
 }
 

@@ -8,6 +8,9 @@
 
 /* ---- Framing -------------------------------------------------------------------------- */
 
+/* Message types a frontend may send after startup (protocol 3.0). */
+#define FRONTEND_TYPES "BCDEFHPQSXcdfp"
+
 int pgw_frame(const struct buf *in, enum pgw_phase phase, size_t max_len, struct pgw_msg *out,
 	      const char **reason)
 {
@@ -17,6 +20,15 @@ int pgw_frame(const struct buf *in, enum pgw_phase phase, size_t max_len, struct
 	uint32_t len;
 
 	head = phase == PGW_PHASE_STARTUP ? 0 : 1;
+	if (head && have >= 1 && (p[0] == 0 || strchr(FRONTEND_TYPES, p[0]) == NULL)) {
+		/* As PostgreSQL: an unknown type is fatal as soon as its byte arrives, without
+		 * waiting for a body whose length nobody can trust. */
+		out->type = p[0];
+		out->body = p;
+		out->len = 0;
+		out->frame_len = 1;
+		return PGW_FRAME_MSG;
+	}
 	if (have < head + 4)
 		return PGW_FRAME_NEED_MORE;
 	len = get_u32be(p + head);

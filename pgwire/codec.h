@@ -50,7 +50,9 @@ struct pgw_msg {
 /* Split the first message off in[0..len). max_len bounds the length field in the normal
  * phase (PGW_CODEC_STARTUP_MAX_LEN applies in the startup phase). Never reads past in->len.
  * On PGW_FRAME_MALFORMED, *reason is a static string. The caller consumes
- * out->frame_len bytes once it is done with the message. */
+ * out->frame_len bytes once it is done with the message. In the normal phase a type byte
+ * that no frontend message has is returned at once as a message with no body (the caller
+ * must end the connection: its length cannot be trusted); frame_len is then 1. */
 int pgw_frame(const struct buf *in, enum pgw_phase phase, size_t max_len, struct pgw_msg *out,
 	      const char **reason);
 

@@ -519,7 +519,8 @@ static const struct type_name type_names[] = {
 	{"int", 23}, {"int4", 23},
 	{"integer", 20}, /* SQLite's INTEGER holds 64-bit values (PGWIRE.md section 6) */
 	{"bigint", 20}, {"int8", 20},
-	{"real", 700}, {"float4", 700},
+	{"real", 701}, /* SQLite's REAL is an 8-byte double: float4 would lose digits */
+	{"float4", 700},
 	{"double", 701}, {"double precision", 701}, {"float8", 701}, {"float", 701},
 	{"numeric", 1700}, {"decimal", 1700},
 	{"text", 25}, {"clob", 25},

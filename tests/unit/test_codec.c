@@ -252,7 +252,10 @@ static void frame_garbage(void **state)
 				&reason);
 		if (r == PGW_FRAME_MSG) {
 			assert_true(m.frame_len <= n);
-			assert_int_equal(m.frame_len, m.len + ((i & 2) ? 4 : 5));
+			if ((i & 2) == 0 && (b[0] == 0 || strchr("BCDEFHPQSXcdfp", b[0]) == NULL))
+				assert_int_equal(m.frame_len, 1); /* unknown type, reported early */
+			else
+				assert_int_equal(m.frame_len, m.len + ((i & 2) ? 4 : 5));
 		} else if (r == PGW_FRAME_MALFORMED) {
 			assert_non_null(reason);
 		}
@@ -519,20 +522,58 @@ static void build_concatenated(void **state)
 {
 	struct buf b;
 	struct seen seen[4];
+	size_t mark;
 
 	(void)state;
 	buf_init(&b);
-	pgw_encode_command_complete(&b, "SELECT 1");
-	pgw_encode_ready(&b, 'I');
-	pgw_encode_empty_query(&b);
+	mark = pgw_buf_start(&b, 'Q');
+	pgw_buf_put_str(&b, "SELECT 1");
+	pgw_buf_finish(&b, mark);
+	mark = pgw_buf_start(&b, 'S');
+	pgw_buf_finish(&b, mark);
+	mark = pgw_buf_start(&b, 'X');
+	pgw_buf_finish(&b, mark);
 	assert_false(b.failed);
-	/* The backend stream frames like a frontend one. */
 	assert_int_equal(feed(b.data, b.len, 3, 0, seen, 4), 3);
-	assert_int_equal(seen[0].type, 'C');
+	assert_int_equal(seen[0].type, 'Q');
 	assert_string_equal((const char *)seen[0].body, "SELECT 1");
-	assert_int_equal(seen[1].type, 'Z');
-	assert_int_equal(seen[1].body[0], 'I');
-	assert_int_equal(seen[2].type, 'I');
+	assert_int_equal(seen[1].type, 'S');
+	assert_int_equal(seen[1].len, 0);
+	assert_int_equal(seen[2].type, 'X');
+	buf_close(&b);
+}
+
+/* A type byte no frontend message has is reported at once, without waiting for the body
+ * its length announces (as PostgreSQL does), and so is a NUL type byte. */
+static void frame_unknown_type_early(void **state)
+{
+	static const uint8_t types[] = {'z', 0, 'Z', 'T'};
+	uint8_t bytes[5] = {0, 0, 0, 0x27, 0x10}; /* announces 10000 bytes, sends none */
+	struct pgw_msg m;
+	const char *reason = NULL;
+	struct buf b;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof types; i++) {
+		buf_init(&b);
+		bytes[0] = types[i];
+		buf_put(&b, bytes, 1);
+		assert_int_equal(pgw_frame(&b, PGW_PHASE_NORMAL, 1 << 20, &m, &reason),
+				 PGW_FRAME_MSG);
+		assert_int_equal(m.type, types[i]);
+		buf_put(&b, bytes + 1, 4);
+		assert_int_equal(pgw_frame(&b, PGW_PHASE_NORMAL, 1 << 20, &m, &reason),
+				 PGW_FRAME_MSG);
+		assert_int_equal(m.len, 0);
+		buf_close(&b);
+	}
+	/* A known type still waits for its body. */
+	buf_init(&b);
+	bytes[0] = 'Q';
+	buf_put(&b, bytes, 5);
+	assert_int_equal(pgw_frame(&b, PGW_PHASE_NORMAL, 1 << 20, &m, &reason),
+			 PGW_FRAME_NEED_MORE);
 	buf_close(&b);
 }
 
@@ -558,6 +599,7 @@ int main(void)
 		cmocka_unit_test(frame_prefixes_need_more),
 		cmocka_unit_test(frame_bad_lengths),
 		cmocka_unit_test(frame_garbage),
+		cmocka_unit_test(frame_unknown_type_early),
 		cmocka_unit_test(startup_params),
 		cmocka_unit_test(startup_bad_layouts),
 		cmocka_unit_test(startup_requests),

@@ -413,9 +413,20 @@ static void test_databases(void **state)
 	assert_int_equal(core_database_create(fx->e, "app", done_cb, &status), ERR_EXISTS);
 	assert_int_equal(core_session_open(fx->e, "app", &s), 0);
 	assert_int_equal(exec(&fx->repl, s, "CREATE TABLE t (x)"), CORE_DONE);
-	assert_int_equal(core_database_drop(fx->e, "app", done_cb, &status), ERR_INUSE);
-	core_session_close(s);
+	/* Dropping a database in use waits for its sessions, then gives up. */
+	core_engine_tick(fx->e, 100);
+	status = -1;
 	assert_int_equal(core_database_drop(fx->e, "app", done_cb, &status), CORE_PENDING);
+	assert_int_equal(core_database_drop(fx->e, "app", done_cb, &status), ERR_INUSE);
+	core_engine_tick(fx->e, 4000);
+	assert_int_equal(status, -1);
+	core_engine_tick(fx->e, 5200);
+	assert_int_equal(status, ERR_INUSE);
+	assert_true(core_database_exists(fx->e, "app"));
+	/* ... and proceeds as soon as the last session closes. */
+	status = -1;
+	assert_int_equal(core_database_drop(fx->e, "app", done_cb, &status), CORE_PENDING);
+	core_session_close(s);
 	run(&fx->repl);
 	assert_int_equal(status, 0);
 	assert_false(core_database_exists(fx->e, "app"));

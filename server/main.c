@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -290,6 +292,30 @@ static int prepare_data_dir(const char *dir, int *lock_fd)
 	return 0;
 }
 
+/* c-raft 0.15 reports a busy Raft port only as "I/O error": probe it first so the user
+ * gets the real reason. Returns 0 or errno. */
+static int probe_bind(const char *addr)
+{
+	char host[INET_ADDRSTRLEN];
+	struct sockaddr_in sa;
+	int port, fd, one = 1, rv = 0;
+
+	if (!parse_address(addr, host, sizeof host, &port))
+		return EINVAL;
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	inet_pton(AF_INET, host, &sa.sin_addr);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+		rv = errno;
+	close(fd);
+	return rv;
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
@@ -356,6 +382,12 @@ int main(int argc, char **argv)
 	the_server = &s;
 	if (prepare_data_dir(o.data, &s.lock_fd) != 0)
 		return 1;
+	rv = probe_bind(o.raft);
+	if (rv != 0) {
+		fprintf(stderr, "pqlite: cannot use raft address %s: %s\n", o.raft, strerror(rv));
+		close(s.lock_fd);
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&s.loop);
 
@@ -369,7 +401,7 @@ int main(int argc, char **argv)
 	rv = rg_node_create(&s.loop, &rcfg, &s.node, errmsg);
 	if (rv != 0) {
 		fprintf(stderr, "pqlite: %s\n", errmsg);
-		return 1;
+		goto err_after_loop;
 	}
 	core_config_defaults(&ccfg);
 	ccfg.apply_timeout_ms = o.apply_timeout_ms;
@@ -378,12 +410,15 @@ int main(int argc, char **argv)
 	rv = core_engine_create(&ccfg, rg_node_replication(s.node), &s.engine);
 	if (rv != 0) {
 		fprintf(stderr, "pqlite: cannot create the engine: %s\n", err_str(rv));
-		return 1;
+		goto err_after_node;
 	}
+	uv_timer_init(&s.loop, &s.tick);
+	uv_signal_init(&s.loop, &s.sigterm);
+	uv_signal_init(&s.loop, &s.sigint);
 	rv = rg_node_start(s.node, s.engine, errmsg);
 	if (rv != 0) {
 		fprintf(stderr, "pqlite: cannot start raft: %s\n", errmsg);
-		return 1;
+		goto err_stop;
 	}
 	pgw_config_defaults(&pcfg);
 	pcfg.host = o.listen_host;
@@ -392,14 +427,12 @@ int main(int argc, char **argv)
 	rv = pgw_server_start(&s.loop, s.engine, &pcfg, &s.pgw, errmsg);
 	if (rv != 0) {
 		fprintf(stderr, "pqlite: cannot listen on %s: %s\n", o.listen, errmsg);
-		return 1;
+		s.pgw = NULL;
+		goto err_stop;
 	}
 
-	uv_timer_init(&s.loop, &s.tick);
 	s.tick.data = &s;
 	uv_timer_start(&s.tick, on_tick, TICK_MS, TICK_MS);
-	uv_signal_init(&s.loop, &s.sigterm);
-	uv_signal_init(&s.loop, &s.sigint);
 	s.sigterm.data = &s;
 	s.sigint.data = &s;
 	uv_signal_start(&s.sigterm, on_signal, SIGTERM);
@@ -411,13 +444,25 @@ int main(int argc, char **argv)
 	     o.listen_host, o.listen_port);
 
 	uv_run(&s.loop, UV_RUN_DEFAULT);
+	rv = 0;
+	goto out;
 
+err_stop:
+	/* Startup failed after Raft was set up: stop it the orderly way, so that nothing is
+	 * left half-written and every handle is closed. */
+	s.stopping = true;
+	rg_node_stop(s.node, raft_stopped);
+	uv_run(&s.loop, UV_RUN_DEFAULT);
+	rv = 1;
+out:
 	core_engine_destroy(s.engine);
+err_after_node:
 	rg_node_destroy(s.node);
-	rv = uv_loop_close(&s.loop);
-	if (rv != 0)
-		LOGW("loop closed with handles still open: %s", uv_strerror(rv));
+err_after_loop:
+	if (uv_loop_close(&s.loop) != 0)
+		LOGW("loop closed with handles still open");
 	close(s.lock_fd);
-	LOGI("stopped");
-	return 0;
+	if (rv == 0)
+		LOGI("stopped");
+	return rv == 0 ? 0 : 1;
 }

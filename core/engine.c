@@ -597,6 +597,17 @@ static void frames_done(void *arg, int status)
 
 /* ---- Stepping ------------------------------------------------------------------------- */
 
+struct base_ctx {
+	struct core_vfs *vfs;
+	const char *file;
+};
+
+static const uint8_t *base_page(void *arg, uint32_t pgno)
+{
+	struct base_ctx *b = arg;
+	return core__vfs_base_page(b->vfs, b->file, pgno);
+}
+
 /* One sqlite3_step, then replicate what it committed, if anything. */
 static int step_once(struct core_stmt *st)
 {
@@ -653,7 +664,15 @@ static int step_once(struct core_stmt *st)
 	cmd.type = CMD_FRAMES;
 	snprintf(cmd.db, sizeof cmd.db, "%s", d->name);
 	cmd.frames = fr;
-	rv = propose(e, &cmd, frames_done, p);
+	{
+		/* Ship small changes as deltas against the committed pages: the state just
+		 * before this entry on every node (one transaction in flight per database). */
+		struct base_ctx bc = {e->vfs, d->file};
+		rv = cmd_set_base(&cmd, base_page, &bc);
+	}
+	if (rv == 0)
+		rv = propose(e, &cmd, frames_done, p);
+	cmd_close(&cmd); /* frees the delta plan; the polled frames are freed below */
 	core__frames_close(&fr);
 	if (rv != 0) {
 		free(p);
@@ -995,6 +1014,17 @@ void core_fsm_apply(struct core_engine *e, uint64_t index, const void *buf, size
 			LOGW("fsm: entry %llu: frames for unknown database %s",
 			     (unsigned long long)index, c.db);
 			break;
+		}
+		{
+			struct base_ctx bc = {e->vfs, d->file};
+			rv = cmd_materialize(&c, base_page, &bc);
+		}
+		if (rv != 0) {
+			LOGE("fsm: entry %llu: cannot rebuild the pages of %s (%s): %s; stopping",
+			     (unsigned long long)index, d->name, err_str(rv),
+			     rv == ERR_CORRUPT ? "this node's copy diverged from the leader's"
+					       : "out of memory");
+			abort();
 		}
 		rv = core__vfs_apply(e->vfs, d->file, &c.frames,
 				     p != NULL && p->db == d && d->inflight == p);

@@ -1253,6 +1253,18 @@ nomem:
 	return ERR_NOMEM;
 }
 
+const uint8_t *core__vfs_base_page(struct core_vfs *v, const char *db, uint32_t pgno)
+{
+	struct vdb *d = db_lookup(v, db);
+	uint32_t i;
+	if (d == NULL || pgno == 0 || (uint64_t)pgno * d->page_size > db_size(d))
+		return NULL;
+	for (i = d->n_committed; i > 0; i--)
+		if (get32be(d->frames[i - 1].hdr) == pgno)
+			return d->frames[i - 1].page;
+	return pgno <= d->n_pages ? d->pages[pgno - 1] : NULL;
+}
+
 uint32_t core__vfs_wal_frames(struct core_vfs *v, const char *db)
 {
 	struct vdb *d = db_lookup(v, db);

@@ -54,6 +54,12 @@ int core__vfs_apply(struct core_vfs *v, const char *db, const struct core_frames
 /* Abandon a polled transaction: release the write lock; the committed state is unchanged. */
 void core__vfs_abort(struct core_vfs *v, const char *db);
 
+/* The committed image of page `pgno` of `db` (the latest committed WAL frame for it, else
+ * the main file's page), or NULL when the page lies beyond the database's committed size
+ * (it then counts as all zeros) or the database does not exist. Valid until the next
+ * apply, checkpoint or restore. This is the base of the delta encoding (command.h). */
+const uint8_t *core__vfs_base_page(struct core_vfs *v, const char *db, uint32_t pgno);
+
 /* Number of committed frames in the WAL of `db` (0 if no such database). */
 uint32_t core__vfs_wal_frames(struct core_vfs *v, const char *db);
 

@@ -615,6 +615,127 @@ static void test_random_garbage(void **state)
 	}
 }
 
+/* ---- Delta encoding ------------------------------------------------------------------ */
+
+#define DP 4096 /* page size of the delta tests */
+
+struct bases {
+	uint8_t pages[4][DP]; /* base images of pages 1..4; page 5 lies beyond the end */
+};
+
+static const uint8_t *base_fn(void *ctx, uint32_t pgno)
+{
+	struct bases *b = ctx;
+	return pgno >= 1 && pgno <= 4 ? b->pages[pgno - 1] : NULL;
+}
+
+/* Pages 1..5 changed from their bases in different ways: a few bytes, nothing, half the
+ * page, everything, and a new page beyond the end (base: zeros). */
+static void delta_fixture(struct rng *rng, struct bases *b, uint8_t (*pages)[DP],
+			  const uint8_t **ptrs, uint32_t *pgnos)
+{
+	uint32_t i;
+	for (i = 0; i < 4; i++)
+		rng_fill(rng, b->pages[i], DP);
+	memcpy(pages[0], b->pages[0], DP);
+	pages[0][17] ^= 0xff;
+	memset(pages[0] + 3000, 0x5a, 40);
+	memcpy(pages[1], b->pages[1], DP);
+	memcpy(pages[2], b->pages[2], DP);
+	rng_fill(rng, pages[2], DP / 2 + 100);
+	rng_fill(rng, pages[3], DP);
+	memset(pages[4], 0, DP);
+	memcpy(pages[4] + 100, "new page", 8);
+	for (i = 0; i < 5; i++) {
+		ptrs[i] = pages[i];
+		pgnos[i] = i + 1;
+	}
+}
+
+static void test_delta_round_trip(void **state)
+{
+	struct fixture *f = *state;
+	static struct bases b;
+	static uint8_t pages[5][DP];
+	const uint8_t *ptrs[5];
+	uint32_t pgnos[5], i;
+	struct command c, out;
+	uint8_t *enc, *copy;
+	size_t len, full_len;
+
+	rng_init(&f->rng, seed_mix(base_seed, 900));
+	delta_fixture(&f->rng, &b, pages, ptrs, pgnos);
+	memset(&c, 0, sizeof c);
+	c.type = CMD_FRAMES;
+	strcpy(c.db, "app");
+	c.frames = (struct core_frames){DP, 5, 5, pgnos, ptrs, false};
+	full_len = cmd_sizeof(&c);
+	assert_int_equal(cmd_set_base(&c, base_fn, &b), 0);
+	/* Pages 1, 2 and 5 shrink to deltas; 3 (half the page changed) and 4 stay whole. */
+	assert_int_equal(c.n_delta, 3);
+	len = cmd_sizeof(&c);
+	assert_int_equal(len % 8, 0);
+	assert_true(len < full_len - 2 * DP);
+	enc = malloc(len);
+	assert_non_null(enc);
+	cmd_encode(&c, enc);
+	c.frames.pgnos = NULL; /* owned by the test: keep cmd_close off them */
+	c.frames.pages = NULL;
+	cmd_close(&c);
+
+	/* Exact-length copy so ASan sees any overread. */
+	copy = malloc(len);
+	memcpy(copy, enc, len);
+	assert_int_equal(cmd_decode(copy, len, &out), 0);
+	assert_int_equal(out.frames.n, 5);
+	assert_null(out.frames.pages[0]); /* delta: not rebuilt yet */
+	assert_int_equal(cmd_materialize(&out, base_fn, &b), 0);
+	for (i = 0; i < 5; i++)
+		assert_memory_equal(out.frames.pages[i], pages[i], DP);
+	cmd_close(&out);
+
+	/* A node whose base differs by one byte refuses to rebuild. */
+	assert_int_equal(cmd_decode(copy, len, &out), 0);
+	b.pages[1][4000] ^= 1;
+	assert_int_equal(cmd_materialize(&out, base_fn, &b), ERR_CORRUPT);
+	b.pages[1][4000] ^= 1;
+	cmd_close(&out);
+	free(copy);
+
+	/* Every truncation is rejected; every corruption is rejected or decodes into
+	 * something that either fails to rebuild or rebuilds different bytes (never a
+	 * crash or an out-of-bounds access). */
+	for (i = 0; i < len; i++) {
+		copy = malloc(i > 0 ? i : 1);
+		memcpy(copy, enc, i);
+		if (cmd_decode(copy, i, &out) == 0)
+			fail_msg("truncation to %u bytes accepted", i);
+		free(copy);
+	}
+	copy = malloc(len);
+	for (i = 0; i < len; i++) {
+		uint32_t k;
+		bool same = true;
+		memcpy(copy, enc, len);
+		copy[i] ^= 0x41;
+		if (cmd_decode(copy, len, &out) != 0)
+			continue;
+		if (cmd_materialize(&out, base_fn, &b) == 0) {
+			for (k = 0; k < out.frames.n && k < 5; k++)
+				if (out.frames.pgnos[k] != pgnos[k] ||
+				    memcmp(out.frames.pages[k], pages[k], DP) != 0)
+					same = false;
+			if (out.frames.commit_size != 5 || strcmp(out.db, "app") != 0)
+				same = false;
+			if (same)
+				fail_msg("corrupting byte %u changed nothing", i);
+		}
+		cmd_close(&out);
+	}
+	free(copy);
+	free(enc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -627,6 +748,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_rejects_frames_fields, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rejects_trailing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_random_garbage, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delta_round_trip, setup, teardown),
 	};
 	base_seed = test_seed("test_command", 0x5eed0001);
 	return cmocka_run_group_tests(tests, NULL, NULL);

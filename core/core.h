@@ -57,7 +57,8 @@ void core_engine_tick(struct core_engine *e, uint64_t now_ms);
 /* Leadership, reported by the replicator's monitor. `ready` is true once this node leads
  * and its post-election barrier has been applied; statements wait (up to apply_timeout)
  * for ready while the node is leader-but-not-ready, and fail with ERR_NOTLEADER when it is
- * not the leader at all. On losing leadership every session in a transaction is failed. */
+ * not the leader at all. On losing leadership every open transaction is rolled back
+ * (core_session_in_txn turns false) and queued statements fail with ERR_NOTLEADER. */
 void core_engine_set_leader(struct core_engine *e, bool leader, bool ready);
 
 /* Client address of the current leader, or NULL when unknown. */

@@ -41,6 +41,8 @@ struct proposal {
 	int result;           /* set by apply for create/drop */
 	core_done_cb done_cb; /* create/drop */
 	void *done_arg;
+	uint8_t admin_type;   /* CMD_CREATE_DB / CMD_DROP_DB */
+	char admin_db[CORE_DB_NAME_MAX + 1];
 	struct proposal *next; /* engine's list of proposals in flight */
 };
 
@@ -49,6 +51,7 @@ struct database {
 	char file[CORE_DB_NAME_MAX + 32]; /* VFS file name: "<create index>-<name>" */
 	uint64_t create_index;
 	bool dropped;                  /* dropped while sessions were still on it */
+	bool drop_proposed;            /* a DROP is in the log: no new sessions */
 	int n_sessions;
 	struct core_session *writer;   /* holder of the writer slot */
 	struct proposal *inflight;     /* the commit in flight */
@@ -474,6 +477,20 @@ void core_engine_set_leader(struct core_engine *e, bool leader, bool ready)
 	}
 	if (!leader) {
 		struct database *d;
+		struct core_session *s;
+		/* Transactions opened while leading cannot commit here any more, and their
+		 * write lock would stand in the way of applying the new leader's entries. */
+		for (s = e->sessions; s != NULL; s = s->next) {
+			if (s->active != NULL && s->active->state == ST_WAIT_COMMIT)
+				continue; /* its commit's outcome arrives through Raft */
+			if (core_session_in_txn(s)) {
+				sqlite3_exec(s->conn, "ROLLBACK", NULL, NULL, NULL);
+				LOGI("engine: rolled back a transaction on \"%s\": leadership lost",
+				     s->db->name);
+			}
+			if (s->db->writer == s && !core_session_in_txn(s))
+				s->db->writer = NULL;
+		}
 		while (e->ready_head != NULL) {
 			struct core_stmt *st = e->ready_head;
 			ready_remove(e, st);
@@ -563,6 +580,8 @@ static void frames_done(void *arg, int status)
 		return;
 	}
 	proposal_unlink(e, p);
+	if (status == 0 && p->result != 0)
+		status = p->result; /* applied, but refused by the FSM */
 	if (status != 0) {
 		/* Not applied here (yet): release the lock taken on the transaction's behalf.
 		 * If another leader commits the entry, it is applied later as a follower's. */
@@ -584,6 +603,10 @@ static void frames_done(void *arg, int status)
 			session_fail(st->session, ERR_LEADERSHIP_LOST,
 				     "leadership lost while committing: the transaction may or may "
 				     "not have been committed");
+		else if (status == ERR_NOTFOUND)
+			session_fail(st->session, status,
+				     "database \"%s\" was dropped: the transaction was not applied",
+				     d->name);
 		else
 			session_fail(st->session, status, "commit failed: %s", err_str(status));
 		session_release_slot(st->session);
@@ -646,11 +669,14 @@ static int step_once(struct core_stmt *st)
 		return st->step_rc;
 	}
 	if (d->writer != s) {
-		/* Every writing statement takes the slot first; a write without it means a
-		 * statement flagged read-only wrote. Accept it: SQLite's own lock serialised it. */
-		LOGW("engine: %s: write without the writer slot", d->name);
-		if (d->writer == NULL)
-			d->writer = s;
+		/* Every writing statement takes the slot first. Frames without it would not be
+		 * this statement's to propose: refuse them rather than commit someone else's
+		 * work under this statement's name. */
+		LOGE("engine: %s: a commit without the writer slot; rolled back", d->name);
+		core__vfs_abort(e->vfs, d->file);
+		core__frames_close(&fr);
+		session_fail(s, ERR_BUSY, "internal error: write outside the writer queue");
+		return ERR_BUSY;
 	}
 	p = calloc(1, sizeof *p);
 	if (p == NULL) {
@@ -708,6 +734,25 @@ static bool is_rollback(sqlite3_stmt *stmt)
 		sql[8] == '\n' || sql[8] == '\r');
 }
 
+/* Whether a statement needs the writer slot: anything that may write, and BEGIN
+ * IMMEDIATE / EXCLUSIVE, which SQLite reports as read-only but which take the write lock. */
+static bool needs_slot(sqlite3_stmt *stmt)
+{
+	const char *sql;
+	if (!sqlite3_stmt_readonly(stmt))
+		return true;
+	sql = sqlite3_sql(stmt);
+	while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+		sql++;
+	if (sqlite3_strnicmp(sql, "begin", 5) != 0)
+		return false;
+	sql += 5;
+	while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+		sql++;
+	return sqlite3_strnicmp(sql, "immediate", 9) == 0 ||
+	       sqlite3_strnicmp(sql, "exclusive", 9) == 0;
+}
+
 static int advance(struct core_stmt *st)
 {
 	struct core_session *s = st->session;
@@ -738,7 +783,7 @@ static int advance(struct core_stmt *st)
 			return CORE_PENDING;
 		}
 		st->state = ST_RUNNING;
-		if (!sqlite3_stmt_readonly(st->stmt) && d->writer != s) {
+		if (needs_slot(st->stmt) && d->writer != s) {
 			if (slot_free(d) && d->wait_head == NULL) {
 				d->writer = s;
 			} else {
@@ -788,6 +833,20 @@ bool core_stmt_readonly(struct core_stmt *st)
 	return sqlite3_stmt_readonly(st->stmt) != 0;
 }
 
+/* A statement can commit when it is finalized or its connection closed (an autocommit
+ * INSERT ... RETURNING whose rows were not all read, say, when the client went away).
+ * Such a commit was never proposed: roll it back locally, as PostgreSQL rolls back the
+ * statement of a client that disconnects. */
+static void discard_unreplicated(struct core_engine *e, struct database *d)
+{
+	struct core_frames fr;
+	if (core__vfs_poll(e->vfs, d->file, &fr) == 0 && fr.n != 0) {
+		LOGI("engine: %s: discarding a commit made by an abandoned statement", d->name);
+		core__vfs_abort(e->vfs, d->file);
+		core__frames_close(&fr);
+	}
+}
+
 void core_stmt_finalize(struct core_stmt *st)
 {
 	struct core_session *s;
@@ -796,6 +855,7 @@ void core_stmt_finalize(struct core_stmt *st)
 	s = st->session;
 	sqlite3_finalize(st->stmt);
 	free(st);
+	discard_unreplicated(s->engine, s->db);
 	/* Finalizing can end a read transaction; an autocommit session may now give the
 	 * slot back. */
 	session_release_slot(s);
@@ -809,7 +869,7 @@ int core_session_open(struct core_engine *e, const char *name, struct core_sessi
 	struct core_session *s;
 	int rv;
 
-	if (d == NULL)
+	if (d == NULL || d->drop_proposed)
 		return ERR_NOTFOUND;
 	s = calloc(1, sizeof *s);
 	if (s == NULL)
@@ -860,6 +920,7 @@ void core_session_close(struct core_session *s)
 	 * are finalized here. */
 	sqlite3_close_v2(s->conn);
 	s->conn = NULL;
+	discard_unreplicated(e, d);
 	if (d->writer == s) {
 		d->writer = NULL;
 		db_wake(d);
@@ -929,6 +990,12 @@ static void admin_done(void *arg, int status)
 	}
 	proposal_unlink(e, p);
 	rc = status != 0 ? status : p->result;
+	if (p->admin_type == CMD_DROP_DB) {
+		/* Applied: the database is gone. Otherwise it stays open for sessions. */
+		struct database *d = db_find(e, p->admin_db);
+		if (d != NULL)
+			d->drop_proposed = false;
+	}
 	p->done_cb(p->done_arg, rc);
 	free(p);
 }
@@ -948,6 +1015,8 @@ static int admin_propose(struct core_engine *e, uint8_t type, const char *name,
 	p->engine = e;
 	p->done_cb = cb;
 	p->done_arg = arg;
+	p->admin_type = type;
+	snprintf(p->admin_db, sizeof p->admin_db, "%s", name);
 	memset(&c, 0, sizeof c);
 	c.type = type;
 	snprintf(c.db, sizeof c.db, "%s", name);
@@ -955,6 +1024,13 @@ static int admin_propose(struct core_engine *e, uint8_t type, const char *name,
 	if (rv != 0) {
 		free(p);
 		return rv;
+	}
+	if (type == CMD_DROP_DB) {
+		/* From here on no session may start on it: a write proposed after the DROP
+		 * would be applied to a database that no longer exists. */
+		struct database *d = db_find(e, name);
+		if (d != NULL)
+			d->drop_proposed = true;
 	}
 	return CORE_PENDING;
 }
@@ -976,8 +1052,8 @@ int core_database_drop(struct core_engine *e, const char *name, core_done_cb cb,
 	d = db_find(e, name);
 	if (d == NULL)
 		return ERR_NOTFOUND;
-	if (d->drop_cb != NULL)
-		return ERR_INUSE; /* another DROP is already waiting */
+	if (d->drop_cb != NULL || d->drop_proposed)
+		return ERR_INUSE; /* another DROP is already waiting or in flight */
 	if (d->n_sessions > 0 || d->inflight != NULL) {
 		if (!e->leader || !e->ready)
 			return ERR_NOTLEADER;
@@ -1011,8 +1087,11 @@ void core_fsm_apply(struct core_engine *e, uint64_t index, const void *buf, size
 		 * every FRAMES entry of a database precedes its DROP. */
 		d = db_find(e, c.db);
 		if (d == NULL) {
-			LOGW("fsm: entry %llu: frames for unknown database %s",
+			/* The same decision on every node; the proposer learns it failed. */
+			LOGW("fsm: entry %llu: frames for unknown database %s: ignored",
 			     (unsigned long long)index, c.db);
+			if (p != NULL)
+				p->result = ERR_NOTFOUND;
 			break;
 		}
 		{

@@ -1264,6 +1264,11 @@ static void run_db_command(struct pgw_session *s, enum stmt_class cls, size_t en
 		settle_after_error(s, RUN_USER);
 		return;
 	}
+	if (drop && strcmp(q->db_name, s->database) == 0) {
+		send_error(s, "55006", "cannot drop the currently open database", NULL);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
 	op = malloc(sizeof(*op));
 	if (op == NULL) {
 		db_result(s, ERR_NOMEM);

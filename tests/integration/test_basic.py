@@ -603,6 +603,37 @@ def test_drop_database_in_use(server, conn):
     drop_database(cur, name)
 
 
+def test_drop_own_database(server):
+    """PostgreSQL refuses at once to drop the database the session is connected to."""
+    c = server.connect()
+    try:
+        expect_sqlstate(c.cursor(), "DROP DATABASE postgres", "55006")
+    finally:
+        c.close()
+
+
+@pytest.mark.deadline(60)
+def test_abandoned_returning_is_rolled_back(pqlite_only, server, conn, tname):
+    """A client that disconnects in the middle of an autocommit INSERT ... RETURNING (the
+    server paused it because the output backed up) must leave nothing behind: SQLite would
+    commit such a statement when it is finalized, and that commit was never replicated."""
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE %s (id integer PRIMARY KEY, v text)" % tname)
+    a = server.raw(timeout=30)
+    a.startup()
+    a.send(pgraw.query(
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 60000) "
+        "INSERT INTO %s(id, v) SELECT 1000000 + i, printf('%%.1000c', 'x') FROM c "
+        "RETURNING id, v" % tname))
+    time.sleep(2)  # 60 MB of rows: far more than socket buffers, so the server is paused
+    a.close()
+    # A write from another session queues behind the abandoned statement's writer slot,
+    # so once it returns the abandoned session is gone.
+    cur.execute("INSERT INTO %s(id, v) VALUES (1, 'after')" % tname)
+    cur.execute("SELECT count(*) FROM %s" % tname)
+    assert cur.fetchone()[0] == 1
+
+
 # ---- session parameters --------------------------------------------------------------------
 
 def test_parameter_status(conn):

@@ -348,7 +348,11 @@ static void test_leadership_lost(void **state)
 	core_session_close(a);
 }
 
-/* A transaction open when the node steps down can always be rolled back (locally). */
+static void done_cb(void *arg, int status);
+
+/* A transaction open when the node steps down is rolled back at once: it cannot commit
+ * any more, and its write lock would block the new leader's entries. ROLLBACK stays
+ * allowed on any node. */
 static void test_rollback_after_stepdown(void **state)
 {
 	struct fixture *fx = *state;
@@ -358,18 +362,91 @@ static void test_rollback_after_stepdown(void **state)
 	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
 	assert_int_equal(exec(&fx->repl, a, "BEGIN"), CORE_DONE);
 	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (1)"), CORE_DONE);
+	assert_true(core_session_in_txn(a));
 	fx->repl.leader = false;
 	core_engine_set_leader(fx->e, false, false);
-	assert_true(core_session_in_txn(a));
+	assert_false(core_session_in_txn(a));
 	assert_int_equal(exec(&fx->repl, a, "COMMIT"), ERR_NOTLEADER);
 	assert_int_equal(exec(&fx->repl, a, "SELECT 1"), ERR_NOTLEADER);
-	assert_int_equal(exec(&fx->repl, a, "  rollback"), CORE_DONE);
-	assert_false(core_session_in_txn(a));
+	/* ROLLBACK reaches SQLite on any node (here: no transaction left, SQLite's error). */
+	assert_int_equal(exec(&fx->repl, a, "  rollback"), ERR_SQL);
 	/* The writer slot went with the transaction: another session can write. */
 	fx->repl.leader = true;
 	core_engine_set_leader(fx->e, true, true);
 	assert_int_equal(exec(&fx->repl, b, "INSERT INTO t VALUES (2)"), CORE_DONE);
 	assert_int_equal(query_int(b, "SELECT count(*) FROM t"), 1);
+	core_session_close(a);
+	core_session_close(b);
+}
+
+/* An autocommit INSERT ... RETURNING commits when it is finalized if its rows were not all
+ * read (a client that went away): that commit was never replicated and must not survive. */
+static void test_abandoned_statement_rolled_back(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b;
+	struct core_stmt *st;
+	struct result r = {0, 0};
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(core_session_prepare(a,
+		"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100) "
+		"INSERT INTO t SELECT i FROM c RETURNING x", -1, NULL, &st), 0);
+	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_ROW);
+	core_stmt_finalize(st); /* abandoned after one row */
+	assert_int_equal(fx->repl.n, 0); /* nothing was proposed */
+	assert_int_equal(query_int(b, "SELECT count(*) FROM t"), 0);
+	assert_int_equal(follower_count(fx, "t"), 0);
+	/* The database is still writable by anyone. */
+	assert_int_equal(exec(&fx->repl, b, "INSERT INTO t VALUES (7)"), CORE_DONE);
+	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 1);
+	assert_int_equal(follower_count(fx, "t"), 1);
+	core_session_close(a);
+	core_session_close(b);
+}
+
+/* Once a DROP DATABASE is proposed, nobody may start on that database: a write proposed
+ * after the DROP would land on nothing. */
+static void test_no_sessions_while_drop_in_flight(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *s;
+	int status = -1;
+	assert_int_equal(core_database_create(fx->e, "gone", done_cb, &status), CORE_PENDING);
+	run(&fx->repl);
+	assert_int_equal(status, 0);
+	assert_int_equal(core_database_drop(fx->e, "gone", done_cb, &status), CORE_PENDING);
+	assert_int_equal(core_session_open(fx->e, "gone", &s), ERR_NOTFOUND);
+	assert_int_equal(core_database_drop(fx->e, "gone", done_cb, &status), ERR_INUSE);
+	run(&fx->repl);
+	assert_int_equal(status, 0);
+	assert_false(core_database_exists(fx->e, "gone"));
+}
+
+/* BEGIN IMMEDIATE takes the write lock although SQLite calls it read-only: it must queue
+ * for the writer slot like any writer. */
+static void test_begin_immediate_queues(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b;
+	struct core_stmt *sb;
+	struct result rb = {0, 0};
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "BEGIN IMMEDIATE"), CORE_DONE);
+	assert_int_equal(core_session_prepare(b, "begin  exclusive", -1, NULL, &sb), 0);
+	assert_int_equal(core_stmt_step(sb, step_cb, &rb), CORE_PENDING);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (1)"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "COMMIT"), CORE_DONE);
+	assert_int_equal(rb.calls, 1);
+	assert_int_equal(rb.rc, CORE_DONE);
+	core_stmt_finalize(sb);
+	assert_true(core_session_in_txn(b));
+	assert_int_equal(exec(&fx->repl, b, "INSERT INTO t VALUES (2)"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, b, "COMMIT"), CORE_DONE);
+	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 2);
 	core_session_close(a);
 	core_session_close(b);
 }
@@ -493,6 +570,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_writer_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leadership_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rollback_after_stepdown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abandoned_statement_rolled_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_sessions_while_drop_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_begin_immediate_queues, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wait_for_ready, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_databases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages pqlite needs to build, test and benchmark.
 # As root: apt-get installs what is missing. Otherwise: prints the exact command and fails.
-# Usage: scripts/deps.sh [build|test]   (test also brings the clients and PostgreSQL 15)
+# Usage: scripts/deps.sh [build|test|bench]   (test also brings the clients and PostgreSQL 15;
+# bench adds go-dqlite, whose dqlite-benchmark bench/run measures side by side)
 set -euo pipefail
 
 what=${1:-test}
 pkgs=(gcc pkg-config meson ninja-build libsqlite3-dev libraft-dev libuv1-dev libssl-dev)
-if [ "$what" = test ]; then
+if [ "$what" = test ] || [ "$what" = bench ]; then
 	pkgs+=(libcmocka-dev libpq-dev postgresql-client-15 postgresql-15 python3 python3-pytest
 	       python3-psycopg2 iproute2 procps)
 fi
+
+[ "$what" = bench ] && pkgs+=(go-dqlite)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -35,7 +35,7 @@
 #include "../lib/err.h"
 #include "../lib/log.h"
 
-#define RG_DEFAULT_SNAPSHOT_THRESHOLD 1024u
+#define RG_DEFAULT_SNAPSHOT_THRESHOLD 8192u
 #define RG_DEFAULT_SNAPSHOT_TRAILING 8192u
 #define RG_DEFAULT_ELECTION_TIMEOUT_MS 2000u
 #define RG_MIN_ELECTION_TIMEOUT_MS 10u /* the heartbeat (a tenth) must be at least 1 ms */

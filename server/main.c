@@ -64,7 +64,7 @@ static void usage(FILE *f)
 		"  --data DIR                 data directory (default ./data); created if missing\n"
 		"  --listen HOST:PORT         PostgreSQL address (default 127.0.0.1:5433)\n"
 		"  --raft HOST:PORT           Raft address, IPv4 literal (default 127.0.0.1:7433)\n"
-		"  --snapshot-threshold N     log entries between snapshots (default 1024)\n"
+		"  --snapshot-threshold N     log entries between snapshots (default 8192)\n"
 		"  --snapshot-trailing N      entries kept after a snapshot (default 8192, and at\n"
 		"                             least the threshold)\n"
 		"  --apply-timeout MS         how long a statement waits for a leader or the\n"
@@ -140,7 +140,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	o->data = "./data";
 	snprintf(o->listen, sizeof o->listen, "127.0.0.1:5433");
 	snprintf(o->raft, sizeof o->raft, "127.0.0.1:7433");
-	o->snapshot_threshold = 1024;
+	o->snapshot_threshold = 8192;
 	o->snapshot_trailing = 8192;
 	o->apply_timeout_ms = 10000;
 	o->election_timeout_ms = 2000;

@@ -722,13 +722,18 @@ abort:
 }
 
 /* Run a statement from its current state as far as it can go without waiting. */
+static const char *skip_space(const char *sql)
+{
+	while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+		sql++;
+	return sql;
+}
+
 /* ROLLBACK (also ROLLBACK TO) only discards local state: it runs on any node, so that a
  * session can always leave a transaction, even after its node lost leadership. */
 static bool is_rollback(sqlite3_stmt *stmt)
 {
-	const char *sql = sqlite3_sql(stmt);
-	while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
-		sql++;
+	const char *sql = skip_space(sqlite3_sql(stmt));
 	return sqlite3_strnicmp(sql, "rollback", 8) == 0 &&
 	       (sql[8] == 0 || sql[8] == ' ' || sql[8] == ';' || sql[8] == '\t' ||
 		sql[8] == '\n' || sql[8] == '\r');
@@ -741,14 +746,10 @@ static bool needs_slot(sqlite3_stmt *stmt)
 	const char *sql;
 	if (!sqlite3_stmt_readonly(stmt))
 		return true;
-	sql = sqlite3_sql(stmt);
-	while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
-		sql++;
+	sql = skip_space(sqlite3_sql(stmt));
 	if (sqlite3_strnicmp(sql, "begin", 5) != 0)
 		return false;
-	sql += 5;
-	while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
-		sql++;
+	sql = skip_space(sql + 5);
 	return sqlite3_strnicmp(sql, "immediate", 9) == 0 ||
 	       sqlite3_strnicmp(sql, "exclusive", 9) == 0;
 }

@@ -1,0 +1,309 @@
+/* pgwire session tests: the real session state machine and the real engine, driven with
+ * byte streams, over a stand-in replicator whose proposals the test commits or fails. This
+ * is where the SQLSTATEs of replication failures are checked end to end (40003 after a
+ * lost leadership, 25006 on a non-leader), which a single real node cannot provoke. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/core.h"
+#include "lib/buf.h"
+#include "pgwire/session.h"
+
+struct pending {
+	void *buf;
+	size_t len;
+	uint64_t index;
+	core_repl_cb cb;
+	void *arg;
+};
+
+struct fake {
+	struct core_replication r;
+	struct core_engine *e;
+	struct pending q[64];
+	int n;
+	uint64_t last;
+	bool leader;
+};
+
+static void *f_alloc(struct core_replication *r, size_t len)
+{
+	return malloc(len);
+}
+static void f_free(struct core_replication *r, void *b)
+{
+	free(b);
+}
+static int f_propose(struct core_replication *r, void *buf, size_t len, uint64_t *index,
+		     core_repl_cb cb, void *arg)
+{
+	struct fake *f = (struct fake *)r;
+	if (!f->leader)
+		return ERR_NOTLEADER;
+	f->q[f->n++] = (struct pending){buf, len, ++f->last, cb, arg};
+	*index = f->last;
+	return 0;
+}
+static int f_barrier(struct core_replication *r, core_repl_cb cb, void *arg)
+{
+	return ERR_NOTLEADER;
+}
+static bool f_is_leader(struct core_replication *r)
+{
+	return ((struct fake *)r)->leader;
+}
+static bool f_needs_barrier(struct core_replication *r)
+{
+	return false;
+}
+static const char *f_leader_address(struct core_replication *r)
+{
+	return "10.1.2.3:5433";
+}
+
+/* Commit and apply everything proposed so far (and whatever that triggers). */
+static void commit_all(struct fake *f)
+{
+	while (f->n > 0) {
+		struct pending p = f->q[0];
+		memmove(f->q, f->q + 1, sizeof f->q[0] * (size_t)(f->n - 1));
+		f->n--;
+		core_fsm_apply(f->e, p.index, p.buf, p.len);
+		free(p.buf);
+		p.cb(p.arg, 0);
+	}
+}
+
+/* Step down with proposals in flight: their outcome is unknown. */
+static void lose_leadership(struct fake *f)
+{
+	f->leader = false;
+	core_engine_set_leader(f->e, false, false);
+	while (f->n > 0) {
+		struct pending p = f->q[--f->n];
+		free(p.buf);
+		p.cb(p.arg, ERR_LEADERSHIP_LOST);
+	}
+}
+
+struct fixture {
+	struct fake f;
+	struct pgw_session *s;
+	int wakes;
+};
+
+static void on_wake(void *arg, int status)
+{
+	((struct fixture *)arg)->wakes++;
+}
+
+/* Render the session's output as "type[:detail]|..." and consume it: E and N show their
+ * SQLSTATE, C its tag, Z its status, D its first value; other messages just their type. */
+static char *drain(struct fixture *fx)
+{
+	static char out[4096];
+	struct buf *b = pgw_session_out(fx->s);
+	size_t off = 0, n = 0;
+	out[0] = 0;
+	while (off + 5 <= b->len) {
+		uint8_t type = b->data[off];
+		uint32_t len = get_u32be(b->data + off + 1);
+		const char *body = (const char *)b->data + off + 5;
+		size_t blen = len - 4;
+		n += (size_t)snprintf(out + n, sizeof out - n, "%c", type);
+		if (type == 'E' || type == 'N') {
+			size_t i = 0;
+			while (i < blen && body[i] != 0) {
+				if (body[i] == 'C')
+					n += (size_t)snprintf(out + n, sizeof out - n, ":%s", body + i + 1);
+				i += 1 + strlen(body + i + 1) + 1;
+			}
+		} else if (type == 'C') {
+			n += (size_t)snprintf(out + n, sizeof out - n, ":%s", body);
+		} else if (type == 'D' && get_u16be((const uint8_t *)body) > 0) {
+			uint32_t flen = get_u32be((const uint8_t *)body + 2);
+			if (flen != 0xffffffffu)
+				n += (size_t)snprintf(out + n, sizeof out - n, ":%.*s", (int)flen,
+						      body + 6);
+		} else if (type == 'Z') {
+			n += (size_t)snprintf(out + n, sizeof out - n, ":%c", body[0]);
+		}
+		n += (size_t)snprintf(out + n, sizeof out - n, "|");
+		off += 1 + len;
+	}
+	b->len = 0;
+	return out;
+}
+
+/* The whole ErrorResponse field `field` of the first error in the output (not consumed). */
+static const char *error_field(struct fixture *fx, char field)
+{
+	static char v[512];
+	struct buf *b = pgw_session_out(fx->s);
+	size_t off = 0;
+	while (off + 5 <= b->len) {
+		uint32_t len = get_u32be(b->data + off + 1);
+		if (b->data[off] == 'E') {
+			const char *body = (const char *)b->data + off + 5;
+			size_t i = 0;
+			while (i < len - 4 && body[i] != 0) {
+				if (body[i] == field) {
+					snprintf(v, sizeof v, "%s", body + i + 1);
+					return v;
+				}
+				i += 1 + strlen(body + i + 1) + 1;
+			}
+		}
+		off += 1 + len;
+	}
+	return NULL;
+}
+
+static void query(struct fixture *fx, const char *sql)
+{
+	struct buf *in = pgw_session_in(fx->s);
+	size_t n = strlen(sql) + 1;
+	buf_put_u8(in, 'Q');
+	buf_put_u32be(in, (uint32_t)(4 + n));
+	buf_put(in, sql, n);
+	pgw_session_process(fx->s);
+}
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof *fx);
+	struct core_config cc;
+	struct pgw_session_config sc;
+	struct buf *in;
+	static const char params[] = "user\0postgres\0database\0postgres\0";
+
+	core_config_defaults(&cc);
+	fx->f.r = (struct core_replication){NULL, f_alloc, f_free, f_propose, f_barrier,
+					    f_is_leader, f_needs_barrier, f_leader_address};
+	fx->f.leader = true;
+	assert_int_equal(core_engine_create(&cc, &fx->f.r, &fx->f.e), 0);
+	core_engine_set_leader(fx->f.e, true, true);
+	sc = (struct pgw_session_config){fx->f.e, "15.0", 1 << 20, on_wake, fx};
+	assert_int_equal(pgw_session_create(&sc, &fx->s), 0);
+	in = pgw_session_in(fx->s);
+	buf_put_u32be(in, (uint32_t)(8 + sizeof params));
+	buf_put_u32be(in, 196608);
+	buf_put(in, params, sizeof params);
+	pgw_session_process(fx->s);
+	assert_true(pgw_session_started(fx->s));
+	assert_non_null(strstr(drain(fx), "K|Z:I|"));
+	query(fx, "CREATE TABLE t (id integer PRIMARY KEY, v text)");
+	commit_all(&fx->f);
+	assert_string_equal(drain(fx), "C:CREATE TABLE|Z:I|");
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	pgw_session_destroy(fx->s);
+	commit_all(&fx->f); /* nothing may stay queued that points at freed memory */
+	core_engine_destroy(fx->f.e);
+	free(fx);
+	return 0;
+}
+
+/* The reply to a write comes only once its entry is applied. */
+static void test_reply_after_apply(void **state)
+{
+	struct fixture *fx = *state;
+	query(fx, "INSERT INTO t VALUES (1, 'a')");
+	assert_string_equal(drain(fx), "");
+	commit_all(&fx->f);
+	assert_true(fx->wakes > 0);
+	assert_string_equal(drain(fx), "C:INSERT 0 1|Z:I|");
+	query(fx, "SELECT v FROM t");
+	assert_string_equal(drain(fx), "T|D:a|C:SELECT 1|Z:I|");
+}
+
+/* Leadership lost with the commit in flight: 40003, never "failed", never retried. */
+static void test_leadership_lost_is_40003(void **state)
+{
+	struct fixture *fx = *state;
+	query(fx, "INSERT INTO t VALUES (2, 'b')");
+	assert_int_equal(fx->f.n, 1);
+	lose_leadership(&fx->f);
+	assert_string_equal(drain(fx), "E:40003|Z:I|");
+	assert_int_equal(fx->f.n, 0); /* not proposed again */
+}
+
+/* On a non-leader nothing runs: 25006 with the leader's address, safe to retry. */
+static void test_not_leader_is_25006(void **state)
+{
+	struct fixture *fx = *state;
+	fx->f.leader = false;
+	core_engine_set_leader(fx->f.e, false, false);
+	query(fx, "INSERT INTO t VALUES (3, 'c')");
+	assert_string_equal(error_field(fx, 'C'), "25006");
+	assert_string_equal(error_field(fx, 'D'), "leader: 10.1.2.3:5433");
+	assert_string_equal(drain(fx), "E:25006|Z:I|");
+	assert_int_equal(fx->f.n, 0);
+}
+
+/* A transaction open when leadership goes is rolled back; the client sees 25P02 until it
+ * ends the block, then can go on. */
+static void test_stepdown_in_transaction(void **state)
+{
+	struct fixture *fx = *state;
+	query(fx, "BEGIN");
+	query(fx, "INSERT INTO t VALUES (4, 'd')");
+	assert_string_equal(drain(fx), "C:BEGIN|Z:T|C:INSERT 0 1|Z:T|");
+	lose_leadership(&fx->f);
+	query(fx, "INSERT INTO t VALUES (5, 'e')");
+	assert_string_equal(drain(fx), "E:25P02|Z:E|");
+	query(fx, "COMMIT");
+	assert_string_equal(drain(fx), "C:ROLLBACK|Z:I|");
+	fx->f.leader = true;
+	core_engine_set_leader(fx->f.e, true, true);
+	query(fx, "SELECT count(*) FROM t");
+	assert_string_equal(drain(fx), "T|D:0|C:SELECT 1|Z:I|");
+}
+
+/* A write refused by SQLite as read-only (PRAGMA query_only) is 25006 as well. */
+static void test_readonly_is_25006(void **state)
+{
+	struct fixture *fx = *state;
+	query(fx, "PRAGMA query_only = 1");
+	drain(fx);
+	query(fx, "INSERT INTO t VALUES (6, 'f')");
+	assert_string_equal(drain(fx), "E:25006|Z:I|");
+}
+
+/* A multi-statement message is one transaction: a failure in it undoes the earlier
+ * statements, and nothing of it is proposed. */
+static void test_implicit_transaction_rolls_back(void **state)
+{
+	struct fixture *fx = *state;
+	query(fx, "INSERT INTO t VALUES (7, 'g'); INSERT INTO t VALUES (7, 'dup')");
+	commit_all(&fx->f);
+	assert_string_equal(drain(fx), "C:INSERT 0 1|E:23505|Z:I|");
+	query(fx, "SELECT count(*) FROM t WHERE id = 7");
+	assert_string_equal(drain(fx), "T|D:0|C:SELECT 1|Z:I|");
+	assert_int_equal(fx->f.n, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_reply_after_apply, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_leadership_lost_is_40003, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_not_leader_is_25006, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stepdown_in_transaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly_is_25006, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_implicit_transaction_rolls_back, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -35,6 +35,9 @@ struct core_config {
 	uint32_t writer_timeout_ms;   /* how long a writer waits for the database, 10000 */
 	uint32_t apply_timeout_ms;    /* how long to wait for a barrier / leadership, 10000 */
 	uint64_t mem_cap;             /* bytes of database images per node, 0 = unlimited */
+	uint32_t idle_in_txn_timeout_ms; /* a session that holds its database's writer slot
+					  * in an idle transaction this long is rolled back,
+					  * 60000; 0 = never */
 };
 
 void core_config_defaults(struct core_config *c);
@@ -100,7 +103,9 @@ int core_session_open(struct core_engine *e, const char *name, struct core_sessi
  * abandoned: its callback never fires (a commit already proposed stays in flight). */
 void core_session_close(struct core_session *s);
 
-/* True while SQLite has an explicit transaction open on this session. */
+/* True while SQLite has an explicit transaction open on this session. A transaction can
+ * end without the client asking: on loss of leadership, or when it sat idle holding its
+ * database's writer slot past idle_in_txn_timeout_ms (see core_session_error). */
 bool core_session_in_txn(struct core_session *s);
 
 /* Error details of the last failing call on this session (or its statements). */

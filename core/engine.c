@@ -70,6 +70,7 @@ struct core_session {
 	sqlite3 *conn;
 	struct core_stmt *active; /* the statement with a pending step, if any */
 	struct core_error err;
+	uint64_t last_active; /* engine time of the last step or finalize */
 	struct core_session *next;
 };
 
@@ -108,6 +109,7 @@ void core_config_defaults(struct core_config *c)
 	c->writer_timeout_ms = 10000;
 	c->apply_timeout_ms = 10000;
 	c->mem_cap = 0;
+	c->idle_in_txn_timeout_ms = 60000;
 }
 
 /* ---- Databases ---------------------------------------------------------------------- */
@@ -414,6 +416,28 @@ static void session_release_slot(struct core_session *s)
 	db_wake(d);
 }
 
+/* Roll back transactions that sit idle while holding their database's writer slot: every
+ * other writer of that database would wait behind them. */
+static void expire_idle_transactions(struct core_engine *e)
+{
+	struct core_session *s;
+	uint32_t limit = e->cfg.idle_in_txn_timeout_ms;
+	if (limit == 0)
+		return;
+	for (s = e->sessions; s != NULL; s = s->next) {
+		struct database *d = s->db;
+		if (d->writer != s || s->active != NULL || !core_session_in_txn(s) ||
+		    e->now - s->last_active < limit)
+			continue;
+		sqlite3_exec(s->conn, "ROLLBACK", NULL, NULL, NULL);
+		session_fail(s, ERR_TIMEOUT,
+			     "transaction rolled back after %u ms idle while holding the write "
+			     "lock of database \"%s\"", limit, d->name);
+		LOGI("engine: %s", s->err.msg);
+		session_release_slot(s);
+	}
+}
+
 void core_engine_tick(struct core_engine *e, uint64_t now_ms)
 {
 	struct database *d;
@@ -421,6 +445,7 @@ void core_engine_tick(struct core_engine *e, uint64_t now_ms)
 	bool again = true;
 
 	e->now = now_ms;
+	expire_idle_transactions(e);
 	while (again) {
 		again = false;
 		for (st = e->ready_head; st != NULL; st = st->next_ready) {
@@ -811,6 +836,7 @@ int core_stmt_step(struct core_stmt *st, core_step_cb cb, void *arg)
 	}
 	st->cb = cb;
 	st->arg = arg;
+	st->session->last_active = st->session->engine->now;
 	rc = advance(st);
 	if (rc == CORE_PENDING)
 		st->session->active = st;
@@ -856,6 +882,7 @@ void core_stmt_finalize(struct core_stmt *st)
 	s = st->session;
 	sqlite3_finalize(st->stmt);
 	free(st);
+	s->last_active = s->engine->now;
 	discard_unreplicated(s->engine, s->db);
 	/* Finalizing can end a read transaction; an autocommit session may now give the
 	 * slot back. */
@@ -878,6 +905,7 @@ int core_session_open(struct core_engine *e, const char *name, struct core_sessi
 	s->engine = e;
 	s->db = d;
 	s->err.offset = -1;
+	s->last_active = e->now;
 	rv = conn_open(e, d, &s->conn);
 	if (rv != 0) {
 		free(s);

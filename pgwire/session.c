@@ -1319,8 +1319,9 @@ static void next_statement(struct pgw_session *s)
 		send_error(s, "25P02",
 			   "current transaction is aborted, commands ignored until end of "
 			   "transaction block",
-			   s->server_aborted ? "The server rolled the transaction back, for "
-					       "example after a leadership change."
+			   s->server_aborted ? "The server rolled the transaction back: after a "
+					       "leadership change, or when it sat idle holding "
+					       "the database's write lock too long."
 					     : NULL);
 		q->failed = true;
 		q->phase = QP_END;

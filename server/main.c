@@ -38,6 +38,7 @@ struct options {
 	unsigned snapshot_trailing;
 	bool trailing_set;
 	unsigned apply_timeout_ms;
+	unsigned idle_txn_timeout_ms;
 	unsigned election_timeout_ms;
 	uint64_t mem_cap;
 	size_t max_msg_len;
@@ -69,6 +70,9 @@ static void usage(FILE *f)
 		"                             least the threshold)\n"
 		"  --apply-timeout MS         how long a statement waits for a leader or the\n"
 		"                             writer queue (default 10000)\n"
+		"  --idle-in-transaction-timeout MS\n"
+		"                             roll back a transaction idle this long while it holds\n"
+		"                             its database's write lock (default 60000, 0 = never)\n"
 		"  --election-timeout MS      Raft election timeout (default 2000)\n"
 		"  --memory-limit BYTES       cap on database images held in memory (default 0 = none)\n"
 		"  --max-message-size BYTES   largest protocol message accepted (default 67108864)\n"
@@ -118,8 +122,8 @@ static bool parse_uint(const char *s, unsigned long long max, unsigned long long
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-	enum { O_DATA = 1, O_LISTEN, O_RAFT, O_THRESH, O_TRAIL, O_APPLY, O_ELECT, O_MEM, O_MSG,
-	       O_LOG, O_HELP };
+	enum { O_DATA = 1, O_LISTEN, O_RAFT, O_THRESH, O_TRAIL, O_APPLY, O_IDLE, O_ELECT, O_MEM,
+	       O_MSG, O_LOG, O_HELP };
 	static const struct option longopts[] = {
 		{"data", required_argument, NULL, O_DATA},
 		{"listen", required_argument, NULL, O_LISTEN},
@@ -127,6 +131,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{"snapshot-threshold", required_argument, NULL, O_THRESH},
 		{"snapshot-trailing", required_argument, NULL, O_TRAIL},
 		{"apply-timeout", required_argument, NULL, O_APPLY},
+		{"idle-in-transaction-timeout", required_argument, NULL, O_IDLE},
 		{"election-timeout", required_argument, NULL, O_ELECT},
 		{"memory-limit", required_argument, NULL, O_MEM},
 		{"max-message-size", required_argument, NULL, O_MSG},
@@ -143,6 +148,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	o->snapshot_threshold = 8192;
 	o->snapshot_trailing = 8192;
 	o->apply_timeout_ms = 10000;
+	o->idle_txn_timeout_ms = 60000;
 	o->election_timeout_ms = 2000;
 	o->mem_cap = 0;
 	o->max_msg_len = PGW_DEFAULT_MAX_MSG_LEN;
@@ -183,6 +189,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 			if (!parse_uint(optarg, 3600000, &v) || v < 1)
 				goto bad_value;
 			o->apply_timeout_ms = (unsigned)v;
+			break;
+		case O_IDLE:
+			if (!parse_uint(optarg, 86400000, &v))
+				goto bad_value;
+			o->idle_txn_timeout_ms = (unsigned)v;
 			break;
 		case O_ELECT:
 			if (!parse_uint(optarg, 60000, &v) || v < 100)
@@ -407,6 +418,7 @@ int main(int argc, char **argv)
 	ccfg.apply_timeout_ms = o.apply_timeout_ms;
 	ccfg.writer_timeout_ms = o.apply_timeout_ms;
 	ccfg.mem_cap = o.mem_cap;
+	ccfg.idle_in_txn_timeout_ms = o.idle_txn_timeout_ms;
 	rv = core_engine_create(&ccfg, rg_node_replication(s.node), &s.engine);
 	if (rv != 0) {
 		fprintf(stderr, "pqlite: cannot create the engine: %s\n", err_str(rv));

@@ -496,13 +496,8 @@ def _help_text():
 
 
 def test_sqlstate_53100_memory_cap(pqlite_only, server_factory):
-    """Needs a server flag to set the memory cap (core_config.mem_cap); the contract does
-    not name one, so look for it in --help."""
-    import re
-    m = re.search(r"(--mem[a-z-]*)", _help_text())
-    if not m:
-        pytest.skip("pqlite --help shows no memory-cap flag; 53100 cannot be provoked")
-    flag = m.group(1)
+    """--memory-limit bounds the node's database sizes: a write past it is 53100."""
+    flag = "--memory-limit"
     srv = server_factory([flag, str(2 * 1024 * 1024)])
     c = srv.connect()
     try:
@@ -520,6 +515,32 @@ def test_sqlstate_53100_memory_cap(pqlite_only, server_factory):
         assert one(cur, "SELECT 1") == 1
     finally:
         c.close()
+
+
+@pytest.mark.deadline(60)
+def test_idle_in_transaction_timeout(pqlite_only, server_factory):
+    """A transaction that sits idle while holding the database's write lock is rolled back
+    after --idle-in-transaction-timeout, so the writers queued behind it proceed; its session
+    then gets 25P02 until it ends the block."""
+    srv = server_factory(["--idle-in-transaction-timeout", "1000"])
+    a, b = srv.connect(), srv.connect()
+    try:
+        a.autocommit = b.autocommit = True
+        ca, cb = a.cursor(), b.cursor()
+        ca.execute("CREATE TABLE idle_t (x integer)")
+        ca.execute("BEGIN")
+        ca.execute("INSERT INTO idle_t VALUES (1)")
+        t0 = time.monotonic()
+        cb.execute("INSERT INTO idle_t VALUES (2)")  # waits behind a, then proceeds
+        waited = time.monotonic() - t0
+        assert 0.8 < waited < 5, waited
+        expect_sqlstate(ca, "INSERT INTO idle_t VALUES (3)", "25P02")
+        ca.execute("ROLLBACK")
+        assert one(ca, "SELECT count(*) FROM idle_t") == 1
+        assert one(cb, "SELECT x FROM idle_t") == 2
+    finally:
+        a.close()
+        b.close()
 
 
 # ---- databases -----------------------------------------------------------------------------

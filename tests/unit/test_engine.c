@@ -451,6 +451,43 @@ static void test_begin_immediate_queues(void **state)
 	core_session_close(b);
 }
 
+/* A transaction idle while holding the writer slot is rolled back after the timeout, so
+ * writers queued behind it proceed; a lone idle reader transaction is left alone. */
+static void test_idle_in_transaction(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b, *c;
+	struct core_stmt *sb;
+	struct result rb = {0, 0};
+	core_engine_tick(fx->e, 1000);
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &c), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, c, "BEGIN"), CORE_DONE);
+	assert_int_equal(query_int(c, "SELECT count(*) FROM t"), 0); /* reader, no slot */
+	assert_int_equal(exec(&fx->repl, a, "BEGIN"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (1)"), CORE_DONE);
+	assert_int_equal(core_session_prepare(b, "INSERT INTO t VALUES (2)", -1, NULL, &sb), 0);
+	assert_int_equal(core_stmt_step(sb, step_cb, &rb), CORE_PENDING);
+	core_engine_tick(fx->e, 1000 + 9000);
+	assert_true(core_session_in_txn(a));
+	assert_int_equal(rb.calls, 0);
+	core_engine_tick(fx->e, 1000 + 60000); /* a idle for 60 s with the slot */
+	assert_false(core_session_in_txn(a));
+	assert_int_equal(core_session_error(a)->code, ERR_TIMEOUT);
+	/* b got the slot and proposed; a's row is gone. */
+	run(&fx->repl);
+	assert_int_equal(rb.calls, 1);
+	assert_int_equal(rb.rc, CORE_DONE);
+	core_stmt_finalize(sb);
+	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 1);
+	assert_true(core_session_in_txn(c)); /* the reader's transaction is untouched */
+	core_session_close(a);
+	core_session_close(b);
+	core_session_close(c);
+}
+
 static void test_wait_for_ready(void **state)
 {
 	struct fixture *fx = *state;
@@ -573,6 +610,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_abandoned_statement_rolled_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_sessions_while_drop_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_begin_immediate_queues, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_in_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wait_for_ready, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_databases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),

@@ -487,14 +487,6 @@ def test_sqlstate_40001_serialization_failure(pqlite_only, server, tname):
         b.close()
 
 
-def _help_text():
-    try:
-        p = subprocess.run([pqlite_bin(), "--help"], capture_output=True, timeout=10)
-        return (p.stdout + p.stderr).decode("utf-8", "replace")
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
 def test_sqlstate_53100_memory_cap(pqlite_only, server_factory):
     """--memory-limit bounds the node's database sizes: a write past it is 53100."""
     flag = "--memory-limit"

@@ -2,7 +2,6 @@
 parameter status and concurrent writers."""
 import datetime
 import decimal
-import subprocess
 import threading
 import time
 
@@ -11,7 +10,6 @@ import psycopg2.errors
 import pytest
 
 import pgraw
-from conftest import pqlite_bin
 from helpers import col, expect_sqlstate, one
 
 
@@ -907,7 +905,7 @@ def test_server_responsive_during_long_query(pqlite_only, fresh_server):
         except psycopg2.Error as e:
             err = e
         took = time.monotonic() - t0
-        msgs = a.read_until({"Z"}, timeout=30)  # let the long query finish either way
+        a.read_until({"Z"}, timeout=30)  # let the long query finish either way
         long_took = time.monotonic() - t0 + 0.3
         assert err is None and took < 1.0, (
             "a second session waited %.1f s (%s) while another ran a %.1f s query"

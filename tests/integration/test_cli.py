@@ -3,7 +3,6 @@ clean shutdown on SIGTERM/SIGINT, restart on an existing data directory."""
 import os
 import signal
 import subprocess
-import tempfile
 
 import pytest
 

@@ -100,6 +100,16 @@ static bool compute_runs(const uint8_t *page, const uint8_t *base, uint32_t size
 		return false;
 	while (i < size) {
 		uint32_t start, end;
+		uint64_t a, b;
+		/* Skip equal 8-byte words quickly: most of a page is unchanged. */
+		if ((i & 7) == 0 && i + 8 <= size) {
+			memcpy(&a, page + i, 8);
+			memcpy(&b, base + i, 8);
+			if (a == b) {
+				i += 8;
+				continue;
+			}
+		}
 		if (page[i] == base[i]) {
 			i++;
 			continue;

@@ -103,6 +103,16 @@ int core_session_open(struct core_engine *e, const char *name, struct core_sessi
  * abandoned: its callback never fires (a commit already proposed stays in flight). */
 void core_session_close(struct core_session *s);
 
+/* Read consistency of a session (SET pqlite.read_consistency), see docs/design.md:
+ *   LEADER        reads run on a ready leader (default);
+ *   LINEARIZABLE  each read-only statement also waits for a Raft barrier issued after it
+ *                 arrived (concurrent readers share one), so it sees every write
+ *                 acknowledged anywhere before it started;
+ *   STALE         read-only statements run on the local copy on any node, leader or not. */
+enum core_read_mode { CORE_READ_LEADER, CORE_READ_LINEARIZABLE, CORE_READ_STALE };
+void core_session_set_read_mode(struct core_session *s, enum core_read_mode mode);
+enum core_read_mode core_session_read_mode(struct core_session *s);
+
 /* True while SQLite has an explicit transaction open on this session. A transaction can
  * end without the client asking: on loss of leadership, or when it sat idle holding its
  * database's writer slot past idle_in_txn_timeout_ms (see core_session_error). */

@@ -28,6 +28,7 @@ enum stmt_state {
 	ST_NEW,         /* never stepped */
 	ST_WAIT_READY,  /* waiting for this node to be a ready leader */
 	ST_WAIT_SLOT,   /* in the database's writer queue */
+	ST_WAIT_BARRIER,/* a linearizable read waiting for its barrier */
 	ST_RUNNING,     /* stepping */
 	ST_WAIT_COMMIT, /* its commit was proposed */
 	ST_FINISHED,    /* returned CORE_DONE or an error */
@@ -71,6 +72,7 @@ struct core_session {
 	struct core_stmt *active; /* the statement with a pending step, if any */
 	struct core_error err;
 	uint64_t last_active; /* engine time of the last step or finalize */
+	enum core_read_mode read_mode;
 	struct core_session *next;
 };
 
@@ -85,6 +87,17 @@ struct core_stmt {
 	int64_t changes;
 	struct core_stmt *next_wait;
 	struct core_stmt *next_ready;
+	struct core_stmt *next_barrier;
+};
+
+/* Linearizable reads: a read may only use a barrier issued after it arrived. Readers that
+ * arrive while one is in flight gather for the next, issued when that one completes. */
+struct barrier_group {
+	struct core_stmt *head, *tail;
+};
+
+struct barrier_req {
+	struct core_engine *engine; /* NULL once the engine is gone */
 };
 
 struct core_engine {
@@ -95,6 +108,10 @@ struct core_engine {
 	struct core_session *sessions;
 	struct proposal *proposals;
 	struct core_stmt *ready_head, *ready_tail;
+	struct barrier_group bar_inflight; /* waiting for the barrier in flight */
+	struct barrier_group bar_next;     /* arrived after it was issued */
+	bool barrier_pending;
+	struct barrier_req *barrier_req;   /* the barrier in flight (detached on destroy) */
 	bool leader;
 	bool ready;
 	uint64_t now;
@@ -306,6 +323,8 @@ void core_engine_destroy(struct core_engine *e)
 		e->proposals = p->next;
 		p->engine = NULL; /* a late callback must not touch the engine */
 	}
+	if (e->barrier_req != NULL)
+		e->barrier_req->engine = NULL;
 	core__vfs_destroy(e->vfs);
 	free(e);
 }
@@ -338,6 +357,7 @@ static void session_sql_error(struct core_session *s, int offset)
 }
 
 static int advance(struct core_stmt *st);
+static int step_once(struct core_stmt *st);
 
 /* Report the outcome of a pending step. */
 static void deliver(struct core_stmt *st, int rc)
@@ -438,6 +458,22 @@ static void expire_idle_transactions(struct core_engine *e)
 	}
 }
 
+static void group_remove(struct barrier_group *g, struct core_stmt *st);
+
+/* A linearizable read whose barrier did not come in time. Returns true if it expired. */
+static bool barrier_expired(struct core_engine *e, struct barrier_group *g,
+			    struct core_stmt *st, uint64_t now_ms)
+{
+	if (st->deadline > now_ms)
+		return false;
+	group_remove(g, st);
+	session_fail(st->session, ERR_TIMEOUT,
+		     "no quorum confirmed leadership within %u ms for a linearizable read",
+		     e->cfg.apply_timeout_ms);
+	deliver(st, ERR_TIMEOUT);
+	return true;
+}
+
 void core_engine_tick(struct core_engine *e, uint64_t now_ms)
 {
 	struct database *d;
@@ -459,6 +495,10 @@ void core_engine_tick(struct core_engine *e, uint64_t now_ms)
 				break;
 			}
 		}
+		for (st = e->bar_inflight.head; st != NULL && !again; st = st->next_barrier)
+			again = barrier_expired(e, &e->bar_inflight, st, now_ms);
+		for (st = e->bar_next.head; st != NULL && !again; st = st->next_barrier)
+			again = barrier_expired(e, &e->bar_next, st, now_ms);
 		for (d = e->dbs; d != NULL && !again; d = d->next) {
 			if (d->drop_cb != NULL && d->drop_deadline <= now_ms) {
 				core_done_cb cb = d->drop_cb;
@@ -643,6 +683,99 @@ static void frames_done(void *arg, int status)
 	deliver(st, st->step_rc);
 }
 
+/* ---- Linearizable reads --------------------------------------------------------------- */
+
+static void group_push(struct barrier_group *g, struct core_stmt *st)
+{
+	st->next_barrier = NULL;
+	if (g->tail != NULL)
+		g->tail->next_barrier = st;
+	else
+		g->head = st;
+	g->tail = st;
+}
+
+static void group_remove(struct barrier_group *g, struct core_stmt *st)
+{
+	struct core_stmt **pp;
+	g->tail = NULL;
+	for (pp = &g->head; *pp != NULL;) {
+		if (*pp == st) {
+			*pp = st->next_barrier;
+		} else {
+			g->tail = *pp;
+			pp = &(*pp)->next_barrier;
+		}
+	}
+	st->next_barrier = NULL;
+}
+
+static int barrier_issue(struct core_engine *e);
+
+/* Fail or run every statement of a group (never from inside core_stmt_step). */
+static void group_finish(struct core_engine *e, struct barrier_group *g, int status)
+{
+	while (g->head != NULL) {
+		struct core_stmt *st = g->head;
+		int rc;
+		group_remove(g, st);
+		if (status != 0) {
+			session_fail(st->session, ERR_NOTLEADER,
+				     "could not confirm leadership for a linearizable read (%s); "
+				     "nothing was executed",
+				     err_str(status));
+			deliver(st, ERR_NOTLEADER);
+			continue;
+		}
+		st->state = ST_RUNNING;
+		rc = step_once(st);
+		if (rc != CORE_PENDING)
+			deliver(st, rc);
+	}
+}
+
+static void barrier_done(void *arg, int status)
+{
+	struct barrier_req *req = arg;
+	struct core_engine *e = req->engine;
+	struct barrier_group g;
+	int rv;
+	free(req);
+	if (e == NULL)
+		return;
+	e->barrier_req = NULL;
+	e->barrier_pending = false;
+	g = e->bar_inflight;
+	e->bar_inflight = (struct barrier_group){NULL, NULL};
+	/* Those who arrived meanwhile need a barrier of their own. */
+	if (e->bar_next.head != NULL && (rv = barrier_issue(e)) != 0) {
+		struct barrier_group late = e->bar_next;
+		e->bar_next = (struct barrier_group){NULL, NULL};
+		group_finish(e, &late, rv);
+	}
+	group_finish(e, &g, status);
+}
+
+/* Put the gathered readers on a new barrier. On error nothing changes. */
+static int barrier_issue(struct core_engine *e)
+{
+	struct barrier_req *req = malloc(sizeof *req);
+	int rv;
+	if (req == NULL)
+		return ERR_NOMEM;
+	req->engine = e;
+	rv = e->repl->barrier(e->repl, barrier_done, req);
+	if (rv != 0) {
+		free(req);
+		return rv;
+	}
+	e->barrier_req = req;
+	e->barrier_pending = true;
+	e->bar_inflight = e->bar_next;
+	e->bar_next = (struct barrier_group){NULL, NULL};
+	return 0;
+}
+
 /* ---- Stepping ------------------------------------------------------------------------- */
 
 struct base_ctx {
@@ -789,6 +922,12 @@ static int advance(struct core_stmt *st)
 		st->state = ST_RUNNING;
 		return step_once(st);
 	}
+	if (st->state == ST_NEW && s->read_mode == CORE_READ_STALE && !needs_slot(st->stmt) &&
+	    d->writer != s && !d->dropped) {
+		/* A stale read: the local copy, whoever leads. */
+		st->state = ST_RUNNING;
+		return step_once(st);
+	}
 	if (st->state == ST_NEW) {
 		if (d->dropped) {
 			session_fail(s, ERR_NOTFOUND, "database \"%s\" has been dropped", d->name);
@@ -809,6 +948,23 @@ static int advance(struct core_stmt *st)
 			return CORE_PENDING;
 		}
 		st->state = ST_RUNNING;
+		if (s->read_mode == CORE_READ_LINEARIZABLE && !needs_slot(st->stmt) &&
+		    d->writer != s) {
+			/* Wait for a barrier issued after this read arrived. */
+			int rv;
+			st->state = ST_WAIT_BARRIER;
+			st->deadline = e->now + e->cfg.apply_timeout_ms;
+			group_push(&e->bar_next, st);
+			if (!e->barrier_pending && (rv = barrier_issue(e)) != 0) {
+				group_remove(&e->bar_next, st);
+				session_fail(s, ERR_NOTLEADER,
+					     "could not confirm leadership for a linearizable read "
+					     "(%s); nothing was executed",
+					     err_str(rv));
+				return ERR_NOTLEADER;
+			}
+			return CORE_PENDING;
+		}
 		if (needs_slot(st->stmt) && d->writer != s) {
 			if (slot_free(d) && d->wait_head == NULL) {
 				d->writer = s;
@@ -933,6 +1089,10 @@ void core_session_close(struct core_session *s)
 		case ST_WAIT_SLOT:
 			wait_remove(d, st);
 			break;
+		case ST_WAIT_BARRIER:
+			group_remove(&e->bar_inflight, st);
+			group_remove(&e->bar_next, st);
+			break;
 		case ST_WAIT_COMMIT:
 			/* The commit stays in flight; it no longer has anyone to tell. */
 			if (d->inflight != NULL && d->inflight->st == st)
@@ -966,6 +1126,16 @@ void core_session_close(struct core_session *s)
 		db_release(e, d);
 	else
 		db_try_pending_drop(e, d);
+}
+
+void core_session_set_read_mode(struct core_session *s, enum core_read_mode mode)
+{
+	s->read_mode = mode;
+}
+
+enum core_read_mode core_session_read_mode(struct core_session *s)
+{
+	return s->read_mode;
 }
 
 bool core_session_in_txn(struct core_session *s)

@@ -55,7 +55,11 @@ enum q_phase { QP_NEXT, QP_STEP, QP_END };
 enum tag_kind { TAG_INSERT, TAG_UPDATE, TAG_DELETE, TAG_SELECT, TAG_PLAIN };
 
 /* Statement classes that pgwire handles itself. */
-enum stmt_class { C_USER, C_BEGIN, C_COMMIT, C_ROLLBACK, C_ROLLBACK_TO, C_CREATE_DB, C_DROP_DB };
+enum stmt_class { C_USER, C_BEGIN, C_COMMIT, C_ROLLBACK, C_ROLLBACK_TO, C_CREATE_DB, C_DROP_DB,
+		  C_SETTING };
+
+/* Session settings served by pgwire itself (SET / SHOW / RESET). */
+#define READ_CONSISTENCY "pqlite.read_consistency"
 
 #define NAME_MAX_LEN 255 /* longest database name accepted from SQL before the core checks */
 
@@ -371,6 +375,28 @@ static enum stmt_class classify(const char *s, size_t len, char *tag, size_t tag
 		}
 		snprintf(tag, tag_size, "ROLLBACK");
 		return C_ROLLBACK;
+	}
+	if (eq_nocase(w, wl, "SET") || eq_nocase(w, wl, "SHOW") || eq_nocase(w, wl, "RESET")) {
+		/* Only pqlite's own settings for now; anything else goes to SQLite. */
+		size_t j = i;
+		const char *p1, *p2;
+		size_t l1, l2;
+		if (!next_word(s, len, &j, &p1, &l1))
+			return C_USER;
+		if (eq_nocase(w, wl, "SET") &&
+		    (eq_nocase(p1, l1, "SESSION") || eq_nocase(p1, l1, "LOCAL")) &&
+		    !next_word(s, len, &j, &p1, &l1))
+			return C_USER;
+		if (eq_nocase(p1, l1, "pqlite") && j < len && s[j] == '.') {
+			j++;
+			if (next_word(s, len, &j, &p2, &l2) && eq_nocase(p2, l2, "read_consistency")) {
+				snprintf(tag, tag_size, "%s", eq_nocase(w, wl, "SHOW") ? "SHOW"
+							    : eq_nocase(w, wl, "SET") ? "SET"
+										      : "RESET");
+				return C_SETTING;
+			}
+		}
+		return C_USER;
 	}
 	if (eq_nocase(w, wl, "CREATE") || eq_nocase(w, wl, "DROP")) {
 		bool create = to_upper(w[0]) == 'C';
@@ -1291,6 +1317,98 @@ static void run_db_command(struct pgw_session *s, enum stmt_class cls, size_t en
 	db_result(s, rc);
 }
 
+static const char *const read_mode_names[] = {"leader", "linearizable", "stale"};
+
+/* SET [SESSION] pqlite.read_consistency {TO | =} {leader | linearizable | stale | DEFAULT},
+ * RESET pqlite.read_consistency, SHOW pqlite.read_consistency. Not transactional: a SET
+ * inside a transaction that later rolls back stays in force (PostgreSQL would undo it). */
+static void run_setting(struct pgw_session *s, const char *tag, size_t start, size_t end)
+{
+	struct query *q = &s->q;
+	const char *text = q->sql + start, *w;
+	size_t len = end - start, i = 0, wl;
+	char value[64];
+	int mode = -1, k;
+
+	q->pos = end;
+	if (strcmp(tag, "SHOW") == 0) {
+		struct pgw_column col = {READ_CONSISTENCY, 25, -1};
+		const char *v = read_mode_names[core_session_read_mode(s->core)];
+		size_t mark;
+		pgw_encode_row_description(&s->out, 1, &col);
+		mark = pgw_datarow_start(&s->out, 1);
+		pgw_datarow_put(&s->out, v, strlen(v));
+		pgw_buf_finish(&s->out, mark);
+		pgw_encode_command_complete(&s->out, "SHOW");
+		return;
+	}
+	if (strcmp(tag, "RESET") == 0) {
+		core_session_set_read_mode(s->core, CORE_READ_LEADER);
+		pgw_encode_command_complete(&s->out, "RESET");
+		return;
+	}
+	/* SET: skip SET [SESSION|LOCAL] pqlite . read_consistency */
+	next_word(text, len, &i, &w, &wl);
+	next_word(text, len, &i, &w, &wl);
+	if (eq_nocase(w, wl, "LOCAL")) {
+		send_error(s, "0A000", "SET LOCAL is not supported for " READ_CONSISTENCY, NULL);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
+	if (eq_nocase(w, wl, "SESSION"))
+		next_word(text, len, &i, &w, &wl);
+	i++; /* the dot */
+	next_word(text, len, &i, &w, &wl);
+	i = skip_blank(text, len, i);
+	if (i < len && text[i] == '=') {
+		i++;
+	} else if (!next_word(text, len, &i, &w, &wl) || !eq_nocase(w, wl, "TO")) {
+		goto syntax;
+	}
+	i = skip_blank(text, len, i);
+	if (i < len && text[i] == '\'') {
+		size_t j = ++i;
+		while (j < len && text[j] != '\'')
+			j++;
+		if (j >= len || j - i >= sizeof value)
+			goto syntax;
+		memcpy(value, text + i, j - i);
+		value[j - i] = 0;
+		i = j + 1;
+	} else if (next_word(text, len, &i, &w, &wl) && wl < sizeof value) {
+		memcpy(value, w, wl);
+		value[wl] = 0;
+	} else {
+		goto syntax;
+	}
+	i = skip_blank(text, len, i);
+	if (i < len && text[i] == ';')
+		i = skip_blank(text, len, i + 1);
+	if (i < len)
+		goto syntax;
+	if (sqlite3_stricmp(value, "default") == 0)
+		mode = CORE_READ_LEADER;
+	for (k = 0; k < 3; k++)
+		if (sqlite3_stricmp(value, read_mode_names[k]) == 0)
+			mode = k;
+	if (mode < 0) {
+		struct pgw_error e = {"ERROR", "22023", NULL, NULL,
+				      "Available values: leader, linearizable, stale.", 0};
+		snprintf(s->detail_buf, sizeof s->detail_buf,
+			 "invalid value for parameter \"" READ_CONSISTENCY "\": \"%s\"", value);
+		e.message = s->detail_buf;
+		pgw_encode_error(&s->out, 'E', &e);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
+	core_session_set_read_mode(s->core, (enum core_read_mode)mode);
+	pgw_encode_command_complete(&s->out, "SET");
+	return;
+syntax:
+	send_error(s, "42601", "syntax error in SET " READ_CONSISTENCY, NULL);
+	settle_after_error(s, RUN_USER);
+}
+
 /* Pick and start the next statement of the message. */
 static void next_statement(struct pgw_session *s)
 {
@@ -1362,6 +1480,9 @@ static void next_statement(struct pgw_session *s)
 	case C_CREATE_DB:
 	case C_DROP_DB:
 		run_db_command(s, cls, end);
+		return;
+	case C_SETTING:
+		run_setting(s, tag, start, end);
 		return;
 	case C_USER:
 	case C_ROLLBACK_TO:

@@ -533,6 +533,28 @@ def test_idle_in_transaction_timeout(pqlite_only, server_factory):
         b.close()
 
 
+def test_read_consistency_modes(pqlite_only, server, tname):
+    """SET pqlite.read_consistency: every mode serves reads on the (single) leader, the
+    linearizable one through a real Raft barrier per read; bad values are 22023."""
+    c = server.connect()
+    try:
+        cur = c.cursor()
+        cur.execute("CREATE TABLE %s (x integer)" % tname)
+        cur.execute("INSERT INTO %s VALUES (1), (2)" % tname)
+        assert one(cur, "SHOW pqlite.read_consistency") == "leader"
+        for mode in ("linearizable", "stale", "leader"):
+            cur.execute("SET pqlite.read_consistency = '%s'" % mode)
+            assert one(cur, "SHOW pqlite.read_consistency") == mode
+            assert one(cur, "SELECT count(*) FROM %s" % tname) == 2
+            cur.execute("INSERT INTO %s VALUES (3)" % tname)  # writes work in every mode
+            cur.execute("DELETE FROM %s WHERE x = 3" % tname)
+        expect_sqlstate(cur, "SET pqlite.read_consistency = 'sometimes'", "22023")
+        cur.execute("RESET pqlite.read_consistency")
+        assert one(cur, "SHOW pqlite.read_consistency") == "leader"
+    finally:
+        c.close()
+
+
 # ---- databases -----------------------------------------------------------------------------
 
 def test_create_and_drop_database(server, conn):

@@ -30,6 +30,7 @@ struct fake_repl {
 	int n;
 	uint64_t last_index;
 	bool leader;
+	int n_barriers;
 };
 
 static void *f_alloc(struct core_replication *r, size_t len)
@@ -56,6 +57,9 @@ static int f_propose(struct core_replication *r, void *buf, size_t len, uint64_t
 static int f_barrier(struct core_replication *r, core_repl_cb cb, void *arg)
 {
 	struct fake_repl *f = (struct fake_repl *)r;
+	if (!f->leader)
+		return ERR_NOTLEADER;
+	f->n_barriers++;
 	f->q[f->n++] = (struct entry){NULL, 0, ++f->last_index, cb, arg, true};
 	return 0;
 }
@@ -488,6 +492,101 @@ static void test_idle_in_transaction(void **state)
 	core_session_close(c);
 }
 
+struct order {
+	int seen[8];
+	int n;
+};
+
+struct tagged {
+	struct order *o;
+	int tag;
+	int rc;
+};
+
+static void order_cb(struct core_stmt *st, int rc, void *arg)
+{
+	struct tagged *t = arg;
+	t->rc = rc;
+	t->o->seen[t->o->n++] = t->tag;
+}
+
+/* Linearizable reads wait for a barrier issued after they arrived; readers that arrive
+ * together share one; one arriving while a barrier is in flight waits for the next. */
+static void test_linearizable_reads(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b, *c;
+	struct core_stmt *sa, *sb, *sc;
+	struct order o = {{0}, 0};
+	struct tagged ta = {&o, 1, 0}, tb = {&o, 2, 0}, tc = {&o, 3, 0};
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &c), 0);
+	core_session_set_read_mode(a, CORE_READ_LINEARIZABLE);
+	core_session_set_read_mode(b, CORE_READ_LINEARIZABLE);
+	core_session_set_read_mode(c, CORE_READ_LINEARIZABLE);
+	assert_int_equal(core_session_read_mode(c), CORE_READ_LINEARIZABLE);
+	assert_int_equal(core_session_prepare(a, "SELECT 1", -1, NULL, &sa), 0);
+	assert_int_equal(core_session_prepare(b, "SELECT 2", -1, NULL, &sb), 0);
+	assert_int_equal(core_session_prepare(c, "SELECT 3", -1, NULL, &sc), 0);
+	fx->repl.n_barriers = 0;
+	/* a arrives: a barrier is issued. */
+	assert_int_equal(core_stmt_step(sa, order_cb, &ta), CORE_PENDING);
+	assert_int_equal(fx->repl.n_barriers, 1);
+	/* b and c arrive while it is in flight: it was issued before them, so they wait for
+	 * the next one, which they share. */
+	assert_int_equal(core_stmt_step(sb, order_cb, &tb), CORE_PENDING);
+	assert_int_equal(core_stmt_step(sc, order_cb, &tc), CORE_PENDING);
+	assert_int_equal(fx->repl.n_barriers, 1);
+	run(&fx->repl);
+	assert_int_equal(fx->repl.n_barriers, 2);
+	assert_int_equal(o.n, 3);
+	assert_int_equal(o.seen[0], 1);
+	assert_int_equal(ta.rc, CORE_ROW);
+	assert_int_equal(tb.rc, CORE_ROW);
+	assert_int_equal(tc.rc, CORE_ROW);
+	assert_int_equal(sqlite3_column_int(core_stmt_sqlite(sc), 0), 3);
+	core_stmt_finalize(sa);
+	core_stmt_finalize(sb);
+	core_stmt_finalize(sc);
+	/* Writes are not delayed by barriers: their commit is a quorum round already. */
+	fx->repl.n_barriers = 0;
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(fx->repl.n_barriers, 0);
+	/* Losing leadership while a read waits: it fails, nothing ran, retryable. */
+	assert_int_equal(core_session_prepare(a, "SELECT count(*) FROM t", -1, NULL, &sa), 0);
+	o.n = 0;
+	assert_int_equal(core_stmt_step(sa, order_cb, &ta), CORE_PENDING);
+	lose_leadership(&fx->repl);
+	assert_int_equal(o.n, 1);
+	assert_int_equal(ta.rc, ERR_NOTLEADER);
+	core_stmt_finalize(sa);
+	/* Not the leader at all: refused at once. */
+	core_engine_set_leader(fx->e, false, false);
+	assert_int_equal(exec(&fx->repl, a, "SELECT 1"), ERR_NOTLEADER);
+	core_session_close(a);
+	core_session_close(b);
+	core_session_close(c);
+}
+
+/* Stale reads run on the local copy of any node; writes still need the leader. */
+static void test_stale_reads_anywhere(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a;
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (1)"), CORE_DONE);
+	fx->repl.leader = false;
+	core_engine_set_leader(fx->e, false, false);
+	assert_int_equal(exec(&fx->repl, a, "SELECT count(*) FROM t"), ERR_NOTLEADER);
+	core_session_set_read_mode(a, CORE_READ_STALE);
+	assert_int_equal(query_int(a, "SELECT count(*) FROM t"), 1);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (2)"), ERR_NOTLEADER);
+	assert_int_equal(exec(&fx->repl, a, "BEGIN IMMEDIATE"), ERR_NOTLEADER);
+	core_session_close(a);
+}
+
 static void test_wait_for_ready(void **state)
 {
 	struct fixture *fx = *state;
@@ -611,6 +710,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_sessions_while_drop_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_begin_immediate_queues, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_in_transaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_linearizable_reads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_reads_anywhere, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wait_for_ready, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_databases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),

@@ -295,6 +295,39 @@ static void test_implicit_transaction_rolls_back(void **state)
 	assert_int_equal(fx->f.n, 0);
 }
 
+/* pqlite.read_consistency is a session setting served by pgwire: SET / SHOW / RESET. */
+static void test_read_consistency_setting(void **state)
+{
+	struct fixture *fx = *state;
+	query(fx, "SHOW pqlite.read_consistency");
+	assert_string_equal(drain(fx), "T|D:leader|C:SHOW|Z:I|");
+	query(fx, "SET pqlite.read_consistency = 'linearizable'");
+	assert_string_equal(drain(fx), "C:SET|Z:I|");
+	query(fx, "show PQLITE.READ_CONSISTENCY");
+	assert_string_equal(drain(fx), "T|D:linearizable|C:SHOW|Z:I|");
+	/* A linearizable read waits for a barrier; this stand-in cannot issue one, so the
+	 * read fails as on a node that cannot confirm its leadership. */
+	query(fx, "SELECT 1");
+	assert_string_equal(drain(fx), "E:25006|Z:I|");
+	query(fx, "set session pqlite.read_consistency to stale");
+	assert_string_equal(drain(fx), "C:SET|Z:I|");
+	fx->f.leader = false;
+	core_engine_set_leader(fx->f.e, false, false);
+	query(fx, "SELECT count(*) FROM t");
+	assert_string_equal(drain(fx), "T|D:0|C:SELECT 1|Z:I|"); /* stale: local copy */
+	query(fx, "SET pqlite.read_consistency TO eventually");
+	assert_string_equal(error_field(fx, 'C'), "22023");
+	assert_string_equal(drain(fx), "E:22023|Z:I|");
+	query(fx, "SET LOCAL pqlite.read_consistency TO leader");
+	assert_string_equal(drain(fx), "E:0A000|Z:I|");
+	query(fx, "SET pqlite.read_consistency leader");
+	assert_string_equal(drain(fx), "E:42601|Z:I|");
+	query(fx, "RESET pqlite.read_consistency; SHOW pqlite.read_consistency");
+	assert_string_equal(drain(fx), "C:RESET|T|D:leader|C:SHOW|Z:I|");
+	query(fx, "SET pqlite.read_consistency = DEFAULT");
+	assert_string_equal(drain(fx), "C:SET|Z:I|");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -304,6 +337,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stepdown_in_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_is_25006, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_transaction_rolls_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_consistency_setting, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -897,6 +897,10 @@ static void send_core_error(struct pgw_session *s, int rc, const struct core_err
 		e.code = "40001";
 		e.message = core_msg != NULL ? core_msg : "could not serialize access";
 		break;
+	case ERR_NOTFOUND:
+		e.code = "3D000";
+		e.message = core_msg != NULL ? core_msg : "the database no longer exists";
+		break;
 	case ERR_SHUTDOWN:
 		e.code = "57P01";
 		e.message = "the server is shutting down";

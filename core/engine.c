@@ -72,6 +72,7 @@ struct core_session {
 	struct core_stmt *active; /* the statement with a pending step, if any */
 	struct core_error err;
 	uint64_t last_active; /* engine time of the last step or finalize */
+	int n_stmts;          /* statements prepared and not finalized */
 	enum core_read_mode read_mode;
 	struct core_session *next;
 };
@@ -88,6 +89,7 @@ struct core_stmt {
 	struct core_stmt *next_wait;
 	struct core_stmt *next_ready;
 	struct core_stmt *next_barrier;
+	int barrier_status; /* outcome of its barrier, while in bar_finishing */
 };
 
 /* Linearizable reads: a read may only use a barrier issued after it arrived. Readers that
@@ -110,6 +112,8 @@ struct core_engine {
 	struct core_stmt *ready_head, *ready_tail;
 	struct barrier_group bar_inflight; /* waiting for the barrier in flight */
 	struct barrier_group bar_next;     /* arrived after it was issued */
+	struct barrier_group bar_finishing;/* barrier done: being run or failed one by one */
+	bool finishing;
 	bool barrier_pending;
 	struct barrier_req *barrier_req;   /* the barrier in flight (detached on destroy) */
 	bool leader;
@@ -198,7 +202,9 @@ static int authorizer(void *arg, int action, const char *a1, const char *a2, con
 	static const char *const denied_pragmas[] = {
 		"journal_mode", "page_size", "wal_checkpoint", "wal_autocheckpoint", "synchronous",
 		"busy_timeout", "locking_mode", "journal_size_limit", "read_uncommitted",
-		"mmap_size", "temp_store_directory", "data_store_directory", NULL,
+		"mmap_size", "temp_store_directory", "data_store_directory",
+		"optimize", /* runs ANALYZE (a write) although SQLite calls it read-only */
+		NULL,
 	};
 	int i;
 
@@ -415,6 +421,7 @@ static void db_wake(struct database *d)
 			d->wait_tail = NULL;
 		st->next_wait = NULL;
 		d->writer = st->session;
+		st->session->last_active = st->session->engine->now;
 		st->state = ST_RUNNING;
 		rc = advance(st);
 		if (rc != CORE_PENDING)
@@ -446,8 +453,11 @@ static void expire_idle_transactions(struct core_engine *e)
 		return;
 	for (s = e->sessions; s != NULL; s = s->next) {
 		struct database *d = s->db;
-		if (d->writer != s || s->active != NULL || !core_session_in_txn(s) ||
-		    e->now - s->last_active < limit)
+		/* Idle means waiting for the client's next statement, as in PostgreSQL: not
+		 * while a statement is alive (running, or paused because the client is slow
+		 * to read its rows). */
+		if (d->writer != s || s->active != NULL || s->n_stmts > 0 ||
+		    !core_session_in_txn(s) || e->now - s->last_active < limit)
 			continue;
 		sqlite3_exec(s->conn, "ROLLBACK", NULL, NULL, NULL);
 		session_fail(s, ERR_TIMEOUT,
@@ -495,10 +505,13 @@ void core_engine_tick(struct core_engine *e, uint64_t now_ms)
 				break;
 			}
 		}
-		for (st = e->bar_inflight.head; st != NULL && !again; st = st->next_barrier)
-			again = barrier_expired(e, &e->bar_inflight, st, now_ms);
+		/* After an expiry the statement may be freed by its callback: restart the scan. */
+		for (st = e->bar_inflight.head; st != NULL; st = st->next_barrier)
+			if ((again = barrier_expired(e, &e->bar_inflight, st, now_ms)))
+				break;
 		for (st = e->bar_next.head; st != NULL && !again; st = st->next_barrier)
-			again = barrier_expired(e, &e->bar_next, st, now_ms);
+			if ((again = barrier_expired(e, &e->bar_next, st, now_ms)))
+				break;
 		for (d = e->dbs; d != NULL && !again; d = d->next) {
 			if (d->drop_cb != NULL && d->drop_deadline <= now_ms) {
 				core_done_cb cb = d->drop_cb;
@@ -712,18 +725,30 @@ static void group_remove(struct barrier_group *g, struct core_stmt *st)
 
 static int barrier_issue(struct core_engine *e);
 
-/* Fail or run every statement of a group (never from inside core_stmt_step). */
+/* Fail or run every statement of a group (never from inside core_stmt_step). The group
+ * moves to the engine's bar_finishing list and statements leave it one at a time, so a
+ * callback that closes another waiting session (core_session_close removes it from
+ * there) cannot leave a freed statement behind; nested calls just append. */
 static void group_finish(struct core_engine *e, struct barrier_group *g, int status)
 {
 	while (g->head != NULL) {
 		struct core_stmt *st = g->head;
-		int rc;
 		group_remove(g, st);
-		if (status != 0) {
+		st->barrier_status = status;
+		group_push(&e->bar_finishing, st);
+	}
+	if (e->finishing)
+		return;
+	e->finishing = true;
+	while (e->bar_finishing.head != NULL) {
+		struct core_stmt *st = e->bar_finishing.head;
+		int rc;
+		group_remove(&e->bar_finishing, st);
+		if (st->barrier_status != 0) {
 			session_fail(st->session, ERR_NOTLEADER,
 				     "could not confirm leadership for a linearizable read (%s); "
 				     "nothing was executed",
-				     err_str(status));
+				     err_str(st->barrier_status));
 			deliver(st, ERR_NOTLEADER);
 			continue;
 		}
@@ -732,6 +757,7 @@ static void group_finish(struct core_engine *e, struct barrier_group *g, int sta
 		if (rc != CORE_PENDING)
 			deliver(st, rc);
 	}
+	e->finishing = false;
 }
 
 static void barrier_done(void *arg, int status)
@@ -801,6 +827,20 @@ static int step_once(struct core_stmt *st)
 	int rc, rv;
 
 	rc = sqlite3_step(st->stmt);
+	if (d->writer != s && sqlite3_txn_state(s->conn, NULL) == SQLITE_TXN_WRITE) {
+		/* A statement SQLite calls read-only took the write lock (PRAGMA optimize
+		 * does): it would block every writer without holding the writer slot. */
+		sqlite3_reset(st->stmt);
+		sqlite3_exec(s->conn, "ROLLBACK", NULL, NULL, NULL);
+		if (core__vfs_poll(e->vfs, d->file, &fr) == 0 && fr.n != 0) {
+			core__vfs_abort(e->vfs, d->file);
+			core__frames_close(&fr);
+		}
+		session_fail(s, ERR_SQL, "statement needs the write lock but was not classified "
+					 "as a write; its transaction was rolled back");
+		s->err.sqlite_code = SQLITE_BUSY;
+		return ERR_SQL;
+	}
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
 		session_sql_error(s, sqlite3_error_offset(s->conn));
 		/* SQLite rolled the statement (or transaction) back; nothing to replicate. */
@@ -897,6 +937,23 @@ static bool is_rollback(sqlite3_stmt *stmt)
 		sql[8] == '\n' || sql[8] == '\r');
 }
 
+/* BEGIN, COMMIT/END, SAVEPOINT, RELEASE: they read nothing, so a linearizable session
+ * needs no barrier for them (ROLLBACK never reaches that check). */
+static bool is_txn_control(sqlite3_stmt *stmt)
+{
+	static const char *const words[] = {"begin", "commit", "end", "savepoint", "release"};
+	const char *sql = skip_space(sqlite3_sql(stmt));
+	size_t i, n;
+	for (i = 0; i < sizeof words / sizeof words[0]; i++) {
+		n = strlen(words[i]);
+		if (sqlite3_strnicmp(sql, words[i], (int)n) == 0 &&
+		    (sql[n] == 0 || sql[n] == ' ' || sql[n] == ';' || sql[n] == '\t' ||
+		     sql[n] == '\n' || sql[n] == '\r'))
+			return true;
+	}
+	return false;
+}
+
 /* Whether a statement needs the writer slot: anything that may write, and BEGIN
  * IMMEDIATE / EXCLUSIVE, which SQLite reports as read-only but which take the write lock. */
 static bool needs_slot(sqlite3_stmt *stmt)
@@ -949,7 +1006,7 @@ static int advance(struct core_stmt *st)
 		}
 		st->state = ST_RUNNING;
 		if (s->read_mode == CORE_READ_LINEARIZABLE && !needs_slot(st->stmt) &&
-		    d->writer != s) {
+		    d->writer != s && !is_txn_control(st->stmt)) {
 			/* Wait for a barrier issued after this read arrived. */
 			int rv;
 			st->state = ST_WAIT_BARRIER;
@@ -1038,6 +1095,7 @@ void core_stmt_finalize(struct core_stmt *st)
 	s = st->session;
 	sqlite3_finalize(st->stmt);
 	free(st);
+	s->n_stmts--;
 	s->last_active = s->engine->now;
 	discard_unreplicated(s->engine, s->db);
 	/* Finalizing can end a read transaction; an autocommit session may now give the
@@ -1092,6 +1150,7 @@ void core_session_close(struct core_session *s)
 		case ST_WAIT_BARRIER:
 			group_remove(&e->bar_inflight, st);
 			group_remove(&e->bar_next, st);
+			group_remove(&e->bar_finishing, st);
 			break;
 		case ST_WAIT_COMMIT:
 			/* The commit stays in flight; it no longer has anyone to tell. */
@@ -1104,6 +1163,7 @@ void core_session_close(struct core_session *s)
 		sqlite3_finalize(st->stmt);
 		free(st);
 		s->active = NULL;
+		s->n_stmts--;
 	}
 	/* Closing rolls back an open transaction; statements not finalized by the caller
 	 * are finalized here. */
@@ -1172,6 +1232,7 @@ int core_session_prepare(struct core_session *s, const char *sql, int len, const
 	st->session = s;
 	st->stmt = stmt;
 	st->state = ST_NEW;
+	s->n_stmts++;
 	*out = st;
 	return 0;
 }

@@ -1007,6 +1007,7 @@ static bool force_rollback(struct pgw_session *s)
 
 	if (!core_session_in_txn(s->core))
 		return true;
+	enum core_read_mode mode = core_session_read_mode(s->core);
 	LOGW("pgwire: ROLLBACK failed; reopening the session to discard its transaction");
 	core_session_close(s->core);
 	s->core = NULL;
@@ -1017,6 +1018,7 @@ static bool force_rollback(struct pgw_session *s)
 			   "the session's transaction could not be rolled back; closing");
 		return false;
 	}
+	core_session_set_read_mode(s->core, mode); /* session settings survive */
 	return true;
 }
 
@@ -1144,14 +1146,29 @@ static void send_user_tag(struct pgw_session *s)
 
 /* Keep txn in line with SQLite after a client statement that succeeded (SAVEPOINT opens
  * a transaction in SQLite, RELEASE of the outermost savepoint ends it). */
+static void server_rolled_back_message(struct pgw_session *s)
+{
+	send_error(s, "40001",
+		   "the server rolled back the transaction of this query (leadership change); "
+		   "nothing of it was committed",
+		   NULL);
+	s->txn = TX_IDLE;
+	s->q.failed = true;
+}
+
 static void sync_txn_after_user(struct pgw_session *s)
 {
 	bool in = core_session_in_txn(s->core);
 
-	if (s->txn == TX_IDLE && in)
+	if (s->txn == TX_IDLE && in) {
 		s->txn = TX_EXPLICIT;
-	else if ((s->txn == TX_EXPLICIT || s->txn == TX_IMPLICIT) && !in)
+	} else if (s->txn == TX_IMPLICIT && !in) {
+		/* The server rolled back this message's implicit transaction (leadership
+		 * change): its earlier statements are undone, so the message fails. */
+		server_rolled_back_message(s);
+	} else if (s->txn == TX_EXPLICIT && !in) {
 		s->txn = TX_IDLE;
+	}
 }
 
 /* Handle one result of core_stmt_step for the current statement. */
@@ -1432,9 +1449,29 @@ static void next_statement(struct pgw_session *s)
 	cls = classify(q->sql + start, end - start, tag, sizeof(tag));
 
 	if (s->txn == TX_EXPLICIT && !core_session_in_txn(s->core)) {
-		/* The core rolled our transaction back (leadership change). */
+		/* The core rolled our transaction back (leadership change, idle timeout). */
 		s->txn = TX_FAILED;
 		s->server_aborted = true;
+	}
+	if (s->txn == TX_IMPLICIT && !core_session_in_txn(s->core)) {
+		q->pos = end;
+		server_rolled_back_message(s);
+		q->phase = QP_END;
+		return;
+	}
+	if (cls == C_COMMIT && s->txn == TX_FAILED && s->server_aborted) {
+		/* The client never saw an error for this transaction: COMMIT must not look
+		 * like it went through (PostgreSQL would have closed the connection). */
+		q->pos = end;
+		s->server_aborted = false;
+		s->txn = TX_IDLE;
+		send_error(s, "40001",
+			   "could not commit: the server had already rolled the transaction back "
+			   "(leadership change, or idle too long while holding the write lock)",
+			   NULL);
+		q->failed = true;
+		q->phase = QP_END;
+		return;
 	}
 	if (s->txn == TX_FAILED && cls != C_COMMIT && cls != C_ROLLBACK && cls != C_ROLLBACK_TO) {
 		q->pos = end;
@@ -1445,6 +1482,7 @@ static void next_statement(struct pgw_session *s)
 					       "leadership change, or when it sat idle holding "
 					       "the database's write lock too long."
 					     : NULL);
+		s->server_aborted = false; /* told now: a later COMMIT answers ROLLBACK */
 		q->failed = true;
 		q->phase = QP_END;
 		return;

@@ -569,6 +569,122 @@ static void test_linearizable_reads(void **state)
 	core_session_close(c);
 }
 
+/* Callbacks finalize their statement on error, as pgwire does. */
+static void finalize_cb(struct core_stmt *st, int rc, void *arg)
+{
+	int *out = arg;
+	*out = rc;
+	if (rc != CORE_ROW && rc != CORE_DONE)
+		core_stmt_finalize(st);
+}
+
+/* Linearizable reads whose barrier never comes time out, and the timeout survives the
+ * callbacks freeing the statements (several expire in one tick). */
+static void test_linearizable_timeout(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *ss[4];
+	struct core_stmt *st;
+	int rcs[4] = {-1, -1, -1, -1}, i;
+	core_engine_tick(fx->e, 1000);
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(core_session_open(fx->e, "postgres", &ss[i]), 0);
+		core_session_set_read_mode(ss[i], CORE_READ_LINEARIZABLE);
+		assert_int_equal(core_session_prepare(ss[i], "SELECT 1", -1, NULL, &st), 0);
+		assert_int_equal(core_stmt_step(st, finalize_cb, &rcs[i]), CORE_PENDING);
+	}
+	core_engine_tick(fx->e, 1000 + 10000); /* the barrier never completed */
+	for (i = 0; i < 4; i++)
+		assert_int_equal(rcs[i], ERR_TIMEOUT);
+	run(&fx->repl); /* the late barrier completes with nobody waiting */
+	for (i = 0; i < 4; i++)
+		assert_int_equal(rcs[i], ERR_TIMEOUT);
+	for (i = 0; i < 4; i++)
+		core_session_close(ss[i]);
+}
+
+struct closer {
+	struct core_session *victim;
+	int rc;
+};
+
+static void close_other_cb(struct core_stmt *st, int rc, void *arg)
+{
+	struct closer *c = arg;
+	c->rc = rc;
+	if (c->victim != NULL) {
+		core_session_close(c->victim); /* abandons its pending read */
+		c->victim = NULL;
+	}
+}
+
+/* A callback run while a barrier group finishes may close another session of the same
+ * group: its statement must simply vanish. */
+static void test_barrier_group_reentrancy(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a, *b, *c;
+	struct core_stmt *sa, *sb, *sc;
+	struct closer cb_b = {NULL, -1};
+	int ra = -1, rc_c = -1;
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &b), 0);
+	assert_int_equal(core_session_open(fx->e, "postgres", &c), 0);
+	core_session_set_read_mode(a, CORE_READ_LINEARIZABLE);
+	core_session_set_read_mode(b, CORE_READ_LINEARIZABLE);
+	core_session_set_read_mode(c, CORE_READ_LINEARIZABLE);
+	assert_int_equal(core_session_prepare(a, "SELECT 1", -1, NULL, &sa), 0);
+	assert_int_equal(core_session_prepare(b, "SELECT 2", -1, NULL, &sb), 0);
+	assert_int_equal(core_session_prepare(c, "SELECT 3", -1, NULL, &sc), 0);
+	assert_int_equal(core_stmt_step(sa, finalize_cb, &ra), CORE_PENDING);
+	cb_b.victim = c;
+	assert_int_equal(core_stmt_step(sb, close_other_cb, &cb_b), CORE_PENDING);
+	assert_int_equal(core_stmt_step(sc, finalize_cb, &rc_c), CORE_PENDING);
+	run(&fx->repl);
+	assert_int_equal(ra, CORE_ROW);
+	assert_int_equal(cb_b.rc, CORE_ROW);
+	assert_int_equal(rc_c, -1); /* closed before its turn: never called */
+	core_stmt_finalize(sa);
+	core_stmt_finalize(sb);
+	core_session_close(a);
+	core_session_close(b);
+}
+
+/* PRAGMA optimize writes (ANALYZE) though SQLite calls it read-only: denied. */
+static void test_optimize_denied(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a;
+	struct core_stmt *st;
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(core_session_prepare(a, "PRAGMA optimize", -1, NULL, &st), ERR_SQL);
+	assert_int_equal(core_session_error(a)->sqlite_code & 0xff, SQLITE_AUTH);
+	core_session_close(a);
+}
+
+/* Idle means waiting for the client: a transaction whose statement is still alive (its
+ * rows not all read) is not timed out. */
+static void test_idle_timeout_spares_live_statements(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *a;
+	struct core_stmt *st;
+	struct result r = {0, 0};
+	core_engine_tick(fx->e, 1000);
+	assert_int_equal(core_session_open(fx->e, "postgres", &a), 0);
+	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "BEGIN"), CORE_DONE);
+	assert_int_equal(exec(&fx->repl, a, "INSERT INTO t VALUES (1), (2)"), CORE_DONE);
+	assert_int_equal(core_session_prepare(a, "SELECT x FROM t", -1, NULL, &st), 0);
+	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_ROW);
+	core_engine_tick(fx->e, 1000 + 120000);
+	assert_true(core_session_in_txn(a));
+	core_stmt_finalize(st);
+	core_engine_tick(fx->e, 1000 + 240000);
+	assert_false(core_session_in_txn(a));
+	core_session_close(a);
+}
+
 /* Stale reads run on the local copy of any node; writes still need the leader. */
 static void test_stale_reads_anywhere(void **state)
 {
@@ -712,6 +828,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_idle_in_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_linearizable_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_reads_anywhere, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_linearizable_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_barrier_group_reentrancy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_optimize_denied, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_timeout_spares_live_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wait_for_ready, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_databases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),

@@ -272,6 +272,22 @@ static void test_stepdown_in_transaction(void **state)
 	assert_string_equal(drain(fx), "T|D:0|C:SELECT 1|Z:I|");
 }
 
+/* COMMIT as the first statement after the server rolled the transaction back must fail:
+ * the client has seen no error for it yet. */
+static void test_commit_after_server_rollback(void **state)
+{
+	struct fixture *fx = *state;
+	query(fx, "BEGIN; INSERT INTO t VALUES (8, 'h')");
+	drain(fx);
+	lose_leadership(&fx->f);
+	fx->f.leader = true;
+	core_engine_set_leader(fx->f.e, true, true);
+	query(fx, "COMMIT");
+	assert_string_equal(drain(fx), "E:40001|Z:I|");
+	query(fx, "SELECT count(*) FROM t WHERE id = 8");
+	assert_string_equal(drain(fx), "T|D:0|C:SELECT 1|Z:I|");
+}
+
 /* A write refused by SQLite as read-only (PRAGMA query_only) is 25006 as well. */
 static void test_readonly_is_25006(void **state)
 {
@@ -335,6 +351,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_leadership_lost_is_40003, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_not_leader_is_25006, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stepdown_in_transaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commit_after_server_rollback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_is_25006, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_transaction_rolls_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_consistency_setting, setup, teardown),

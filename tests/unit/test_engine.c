@@ -12,110 +12,7 @@
 #include <cmocka.h>
 
 #include "core/core.h"
-
-struct entry {
-	void *buf;
-	size_t len;
-	uint64_t index;
-	core_repl_cb cb;
-	void *arg;
-	bool barrier;
-};
-
-struct fake_repl {
-	struct core_replication r;
-	struct core_engine *engine; /* FSM to apply to */
-	struct core_engine *mirror; /* a follower's FSM, applied too (may be NULL) */
-	struct entry q[256];
-	int n;
-	uint64_t last_index;
-	bool leader;
-	int n_barriers;
-};
-
-static void *f_alloc(struct core_replication *r, size_t len)
-{
-	return malloc(len);
-}
-static void f_free(struct core_replication *r, void *b)
-{
-	free(b);
-}
-static int f_propose(struct core_replication *r, void *buf, size_t len, uint64_t *index,
-		     core_repl_cb cb, void *arg)
-{
-	struct fake_repl *f = (struct fake_repl *)r;
-	if (!f->leader)
-		return ERR_NOTLEADER;
-	assert_true(len % 8 == 0);
-	assert_true(f->n < 256);
-	f->q[f->n] = (struct entry){buf, len, ++f->last_index, cb, arg, false};
-	*index = f->last_index;
-	f->n++;
-	return 0;
-}
-static int f_barrier(struct core_replication *r, core_repl_cb cb, void *arg)
-{
-	struct fake_repl *f = (struct fake_repl *)r;
-	if (!f->leader)
-		return ERR_NOTLEADER;
-	f->n_barriers++;
-	f->q[f->n++] = (struct entry){NULL, 0, ++f->last_index, cb, arg, true};
-	return 0;
-}
-static bool f_is_leader(struct core_replication *r)
-{
-	return ((struct fake_repl *)r)->leader;
-}
-static bool f_needs_barrier(struct core_replication *r)
-{
-	return ((struct fake_repl *)r)->n > 0;
-}
-static const char *f_leader_address(struct core_replication *r)
-{
-	return "127.0.0.1:5433";
-}
-
-/* Commit and apply every queued entry, in order. */
-static void run(struct fake_repl *f)
-{
-	while (f->n > 0) {
-		struct entry e = f->q[0];
-		memmove(f->q, f->q + 1, sizeof f->q[0] * (size_t)(f->n - 1));
-		f->n--;
-		if (!e.barrier) {
-			core_fsm_apply(f->engine, e.index, e.buf, e.len);
-			if (f->mirror != NULL)
-				core_fsm_apply(f->mirror, e.index, e.buf, e.len);
-			free(e.buf);
-		}
-		e.cb(e.arg, 0);
-	}
-}
-
-/* Fail every queued entry as on a step-down (outcome unknown). */
-static void lose_leadership(struct fake_repl *f)
-{
-	f->leader = false;
-	while (f->n > 0) {
-		struct entry e = f->q[--f->n];
-		free(e.buf);
-		e.cb(e.arg, ERR_LEADERSHIP_LOST);
-	}
-}
-
-static void fake_init(struct fake_repl *f)
-{
-	memset(f, 0, sizeof *f);
-	f->r.alloc = f_alloc;
-	f->r.free = f_free;
-	f->r.propose = f_propose;
-	f->r.barrier = f_barrier;
-	f->r.is_leader = f_is_leader;
-	f->r.needs_barrier = f_needs_barrier;
-	f->r.leader_address = f_leader_address;
-	f->leader = true;
-}
+#include "tests/lib/fake_repl.h"
 
 struct fixture {
 	struct fake_repl repl;
@@ -130,8 +27,8 @@ static int setup(void **state)
 	struct core_config cfg;
 	core_config_defaults(&cfg);
 	cfg.checkpoint_threshold = 50;
-	fake_init(&fx->repl);
-	fake_init(&fx->repl2);
+	fake_repl_init(&fx->repl);
+	fake_repl_init(&fx->repl2);
 	fx->repl2.leader = false;
 	assert_int_equal(core_engine_create(&cfg, &fx->repl.r, &fx->e), 0);
 	assert_int_equal(core_engine_create(&cfg, &fx->repl2.r, &fx->e2), 0);
@@ -178,7 +75,7 @@ static int exec(struct fake_repl *f, struct core_session *s, const char *sql)
 	do {
 		rc = core_stmt_step(st, step_cb, &r);
 		if (rc == CORE_PENDING) {
-			run(f);
+			fake_repl_run(f);
 			assert_int_equal(r.calls, 1);
 			rc = r.rc;
 			r.calls = 0;
@@ -214,7 +111,7 @@ static int64_t follower_count(struct fixture *fx, const char *table)
 	char sql[128];
 	int64_t n;
 	core_config_defaults(&cfg);
-	fake_init(&f);
+	fake_repl_init(&f);
 	assert_int_equal(core_engine_create(&cfg, &f.r, &e), 0);
 	f.engine = e;
 	core_engine_set_leader(e, true, true);
@@ -258,7 +155,7 @@ static void test_hidden_until_applied(void **state)
 	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_PENDING);
 	/* Not applied yet: another session does not see it. */
 	assert_int_equal(query_int(b, "SELECT count(*) FROM t"), 0);
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(r.calls, 1);
 	assert_int_equal(r.rc, CORE_DONE);
 	assert_int_equal(core_stmt_changes(st), 1);
@@ -285,8 +182,8 @@ static void test_writer_queue(void **state)
 	assert_true(core_session_in_txn(a));
 	assert_int_equal(core_session_prepare(a, "COMMIT", -1, NULL, &sa), 0);
 	assert_int_equal(core_stmt_step(sa, step_cb, &ra), CORE_PENDING);
-	run(&fx->repl); /* applies a's commit, which hands the slot to b, which proposes */
-	run(&fx->repl);
+	fake_repl_run(&fx->repl); /* applies a's commit, which hands the slot to b, which proposes */
+	fake_repl_run(&fx->repl);
 	assert_int_equal(ra.rc, CORE_DONE);
 	assert_int_equal(rb.rc, CORE_DONE);
 	core_stmt_finalize(sa);
@@ -335,7 +232,7 @@ static void test_leadership_lost(void **state)
 	assert_int_equal(exec(&fx->repl, a, "CREATE TABLE t (x)"), CORE_DONE);
 	assert_int_equal(core_session_prepare(a, "INSERT INTO t VALUES (1)", -1, NULL, &st), 0);
 	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_PENDING);
-	lose_leadership(&fx->repl);
+	fake_repl_lose_leadership(&fx->repl);
 	core_engine_set_leader(fx->e, false, false);
 	assert_int_equal(r.rc, ERR_LEADERSHIP_LOST);
 	core_stmt_finalize(st);
@@ -418,12 +315,12 @@ static void test_no_sessions_while_drop_in_flight(void **state)
 	struct core_session *s;
 	int status = -1;
 	assert_int_equal(core_database_create(fx->e, "gone", done_cb, &status), CORE_PENDING);
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(status, 0);
 	assert_int_equal(core_database_drop(fx->e, "gone", done_cb, &status), CORE_PENDING);
 	assert_int_equal(core_session_open(fx->e, "gone", &s), ERR_NOTFOUND);
 	assert_int_equal(core_database_drop(fx->e, "gone", done_cb, &status), ERR_INUSE);
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(status, 0);
 	assert_false(core_database_exists(fx->e, "gone"));
 }
@@ -481,7 +378,7 @@ static void test_idle_in_transaction(void **state)
 	assert_false(core_session_in_txn(a));
 	assert_int_equal(core_session_error(a)->code, ERR_TIMEOUT);
 	/* b got the slot and proposed; a's row is gone. */
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(rb.calls, 1);
 	assert_int_equal(rb.rc, CORE_DONE);
 	core_stmt_finalize(sb);
@@ -538,7 +435,7 @@ static void test_linearizable_reads(void **state)
 	assert_int_equal(core_stmt_step(sb, order_cb, &tb), CORE_PENDING);
 	assert_int_equal(core_stmt_step(sc, order_cb, &tc), CORE_PENDING);
 	assert_int_equal(fx->repl.n_barriers, 1);
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(fx->repl.n_barriers, 2);
 	assert_int_equal(o.n, 3);
 	assert_int_equal(o.seen[0], 1);
@@ -557,7 +454,7 @@ static void test_linearizable_reads(void **state)
 	assert_int_equal(core_session_prepare(a, "SELECT count(*) FROM t", -1, NULL, &sa), 0);
 	o.n = 0;
 	assert_int_equal(core_stmt_step(sa, order_cb, &ta), CORE_PENDING);
-	lose_leadership(&fx->repl);
+	fake_repl_lose_leadership(&fx->repl);
 	assert_int_equal(o.n, 1);
 	assert_int_equal(ta.rc, ERR_NOTLEADER);
 	core_stmt_finalize(sa);
@@ -596,7 +493,7 @@ static void test_linearizable_timeout(void **state)
 	core_engine_tick(fx->e, 1000 + 10000); /* the barrier never completed */
 	for (i = 0; i < 4; i++)
 		assert_int_equal(rcs[i], ERR_TIMEOUT);
-	run(&fx->repl); /* the late barrier completes with nobody waiting */
+	fake_repl_run(&fx->repl); /* the late barrier completes with nobody waiting */
 	for (i = 0; i < 4; i++)
 		assert_int_equal(rcs[i], ERR_TIMEOUT);
 	for (i = 0; i < 4; i++)
@@ -640,7 +537,7 @@ static void test_barrier_group_reentrancy(void **state)
 	cb_b.victim = c;
 	assert_int_equal(core_stmt_step(sb, close_other_cb, &cb_b), CORE_PENDING);
 	assert_int_equal(core_stmt_step(sc, finalize_cb, &rc_c), CORE_PENDING);
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(ra, CORE_ROW);
 	assert_int_equal(cb_b.rc, CORE_ROW);
 	assert_int_equal(rc_c, -1); /* closed before its turn: never called */
@@ -735,7 +632,7 @@ static void test_databases(void **state)
 	assert_false(core_database_exists(fx->e, "app"));
 	assert_int_equal(core_session_open(fx->e, "app", &s), ERR_NOTFOUND);
 	assert_int_equal(core_database_create(fx->e, "app", done_cb, &status), CORE_PENDING);
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(status, 0);
 	assert_true(core_database_exists(fx->e, "app"));
 	assert_true(core_database_exists(fx->e2, "app"));
@@ -756,13 +653,13 @@ static void test_databases(void **state)
 	status = -1;
 	assert_int_equal(core_database_drop(fx->e, "app", done_cb, &status), CORE_PENDING);
 	core_session_close(s);
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(status, 0);
 	assert_false(core_database_exists(fx->e, "app"));
 	assert_false(core_database_exists(fx->e2, "app"));
 	/* Re-created empty. */
 	assert_int_equal(core_database_create(fx->e, "app", done_cb, &status), CORE_PENDING);
-	run(&fx->repl);
+	fake_repl_run(&fx->repl);
 	assert_int_equal(core_session_open(fx->e, "app", &s), 0);
 	assert_int_equal(query_int(s, "SELECT count(*) FROM sqlite_master"), 0);
 	core_session_close(s);

@@ -15,86 +15,23 @@
 #include "core/core.h"
 #include "lib/buf.h"
 #include "pgwire/session.h"
-
-struct pending {
-	void *buf;
-	size_t len;
-	uint64_t index;
-	core_repl_cb cb;
-	void *arg;
-};
-
-struct fake {
-	struct core_replication r;
-	struct core_engine *e;
-	struct pending q[64];
-	int n;
-	uint64_t last;
-	bool leader;
-};
-
-static void *f_alloc(struct core_replication *r, size_t len)
-{
-	return malloc(len);
-}
-static void f_free(struct core_replication *r, void *b)
-{
-	free(b);
-}
-static int f_propose(struct core_replication *r, void *buf, size_t len, uint64_t *index,
-		     core_repl_cb cb, void *arg)
-{
-	struct fake *f = (struct fake *)r;
-	if (!f->leader)
-		return ERR_NOTLEADER;
-	f->q[f->n++] = (struct pending){buf, len, ++f->last, cb, arg};
-	*index = f->last;
-	return 0;
-}
-static int f_barrier(struct core_replication *r, core_repl_cb cb, void *arg)
-{
-	return ERR_NOTLEADER;
-}
-static bool f_is_leader(struct core_replication *r)
-{
-	return ((struct fake *)r)->leader;
-}
-static bool f_needs_barrier(struct core_replication *r)
-{
-	return false;
-}
-static const char *f_leader_address(struct core_replication *r)
-{
-	return "10.1.2.3:5433";
-}
+#include "tests/lib/fake_repl.h"
 
 /* Commit and apply everything proposed so far (and whatever that triggers). */
-static void commit_all(struct fake *f)
+static void commit_all(struct fake_repl *f)
 {
-	while (f->n > 0) {
-		struct pending p = f->q[0];
-		memmove(f->q, f->q + 1, sizeof f->q[0] * (size_t)(f->n - 1));
-		f->n--;
-		core_fsm_apply(f->e, p.index, p.buf, p.len);
-		free(p.buf);
-		p.cb(p.arg, 0);
-	}
+	fake_repl_run(f);
 }
 
-/* Step down with proposals in flight: their outcome is unknown. */
-static void lose_leadership(struct fake *f)
+/* Step down with proposals in flight: their outcome is unknown; the engine learns it. */
+static void lose_leadership(struct fake_repl *f)
 {
-	f->leader = false;
-	core_engine_set_leader(f->e, false, false);
-	while (f->n > 0) {
-		struct pending p = f->q[--f->n];
-		free(p.buf);
-		p.cb(p.arg, ERR_LEADERSHIP_LOST);
-	}
+	fake_repl_lose_leadership(f);
+	core_engine_set_leader(f->engine, false, false);
 }
 
 struct fixture {
-	struct fake f;
+	struct fake_repl f;
 	struct pgw_session *s;
 	int wakes;
 };
@@ -185,12 +122,12 @@ static int setup(void **state)
 	static const char params[] = "user\0postgres\0database\0postgres\0";
 
 	core_config_defaults(&cc);
-	fx->f.r = (struct core_replication){NULL, f_alloc, f_free, f_propose, f_barrier,
-					    f_is_leader, f_needs_barrier, f_leader_address};
-	fx->f.leader = true;
-	assert_int_equal(core_engine_create(&cc, &fx->f.r, &fx->f.e), 0);
-	core_engine_set_leader(fx->f.e, true, true);
-	sc = (struct pgw_session_config){fx->f.e, "15.0", 1 << 20, on_wake, fx};
+	fake_repl_init(&fx->f);
+	fx->f.leader_addr = "10.1.2.3:5433";
+	fx->f.barriers_fail = true; /* linearizable reads fail here, as without a quorum */
+	assert_int_equal(core_engine_create(&cc, &fx->f.r, &fx->f.engine), 0);
+	core_engine_set_leader(fx->f.engine, true, true);
+	sc = (struct pgw_session_config){fx->f.engine, "15.0", 1 << 20, on_wake, fx};
 	assert_int_equal(pgw_session_create(&sc, &fx->s), 0);
 	in = pgw_session_in(fx->s);
 	buf_put_u32be(in, (uint32_t)(8 + sizeof params));
@@ -211,7 +148,7 @@ static int teardown(void **state)
 	struct fixture *fx = *state;
 	pgw_session_destroy(fx->s);
 	commit_all(&fx->f); /* nothing may stay queued that points at freed memory */
-	core_engine_destroy(fx->f.e);
+	core_engine_destroy(fx->f.engine);
 	free(fx);
 	return 0;
 }
@@ -245,7 +182,7 @@ static void test_not_leader_is_25006(void **state)
 {
 	struct fixture *fx = *state;
 	fx->f.leader = false;
-	core_engine_set_leader(fx->f.e, false, false);
+	core_engine_set_leader(fx->f.engine, false, false);
 	query(fx, "INSERT INTO t VALUES (3, 'c')");
 	assert_string_equal(error_field(fx, 'C'), "25006");
 	assert_string_equal(error_field(fx, 'D'), "leader: 10.1.2.3:5433");
@@ -267,7 +204,7 @@ static void test_stepdown_in_transaction(void **state)
 	query(fx, "COMMIT");
 	assert_string_equal(drain(fx), "C:ROLLBACK|Z:I|");
 	fx->f.leader = true;
-	core_engine_set_leader(fx->f.e, true, true);
+	core_engine_set_leader(fx->f.engine, true, true);
 	query(fx, "SELECT count(*) FROM t");
 	assert_string_equal(drain(fx), "T|D:0|C:SELECT 1|Z:I|");
 }
@@ -281,7 +218,7 @@ static void test_commit_after_server_rollback(void **state)
 	drain(fx);
 	lose_leadership(&fx->f);
 	fx->f.leader = true;
-	core_engine_set_leader(fx->f.e, true, true);
+	core_engine_set_leader(fx->f.engine, true, true);
 	query(fx, "COMMIT");
 	assert_string_equal(drain(fx), "E:40001|Z:I|");
 	query(fx, "SELECT count(*) FROM t WHERE id = 8");
@@ -328,7 +265,7 @@ static void test_read_consistency_setting(void **state)
 	query(fx, "set session pqlite.read_consistency to stale");
 	assert_string_equal(drain(fx), "C:SET|Z:I|");
 	fx->f.leader = false;
-	core_engine_set_leader(fx->f.e, false, false);
+	core_engine_set_leader(fx->f.engine, false, false);
 	query(fx, "SELECT count(*) FROM t");
 	assert_string_equal(drain(fx), "T|D:0|C:SELECT 1|Z:I|"); /* stale: local copy */
 	query(fx, "SET pqlite.read_consistency TO eventually");

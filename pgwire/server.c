@@ -59,15 +59,6 @@ void pgw_config_defaults(struct pgw_config *c)
 	c->server_version = "15.0 (pqlite)";
 }
 
-static char *dup_str(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *p = malloc(n);
-	if (p != NULL)
-		memcpy(p, s, n);
-	return p;
-}
-
 static void server_free(struct pgw_server *srv)
 {
 	free(srv->host);
@@ -359,8 +350,8 @@ int pgw_server_start(uv_loop_t *loop, struct core_engine *engine, const struct p
 	srv->engine = engine;
 	srv->port = cfg->port;
 	srv->max_msg_len = cfg->max_msg_len != 0 ? cfg->max_msg_len : PGW_DEFAULT_MAX_MSG_LEN;
-	srv->host = dup_str(cfg->host);
-	srv->server_version = dup_str(cfg->server_version != NULL ? cfg->server_version : "15.0");
+	srv->host = strdup(cfg->host);
+	srv->server_version = strdup(cfg->server_version != NULL ? cfg->server_version : "15.0");
 	if (srv->host == NULL || srv->server_version == NULL)
 		goto err_after_alloc;
 	rv = uv_tcp_init(loop, &srv->listener);

@@ -123,15 +123,6 @@ struct db_op {
 
 /* ---- Small helpers ------------------------------------------------------------------- */
 
-static char *dup_str(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *p = malloc(n);
-	if (p != NULL)
-		memcpy(p, s, n);
-	return p;
-}
-
 static bool is_space(char c)
 {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
@@ -1738,8 +1729,8 @@ static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su
 	}
 	if (database == NULL || database[0] == '\0')
 		database = user;
-	s->user = dup_str(user);
-	s->database = dup_str(database);
+	s->user = strdup(user);
+	s->database = strdup(database);
 	if (s->user == NULL || s->database == NULL) {
 		send_fatal(s, "53200", "out of memory");
 		return;
@@ -1926,7 +1917,7 @@ int pgw_session_create(const struct pgw_session_config *cfg, struct pgw_session 
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return ERR_NOMEM;
-	s->server_version = dup_str(cfg->server_version != NULL ? cfg->server_version : "15.0");
+	s->server_version = strdup(cfg->server_version != NULL ? cfg->server_version : "15.0");
 	if (s->server_version == NULL) {
 		free(s);
 		return ERR_NOMEM;

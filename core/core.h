@@ -64,8 +64,17 @@ void core_engine_tick(struct core_engine *e, uint64_t now_ms);
  * (core_session_in_txn turns false) and queued statements fail with ERR_NOTLEADER. */
 void core_engine_set_leader(struct core_engine *e, bool leader, bool ready);
 
-/* Client address of the current leader, or NULL when unknown. */
+/* Client address of the current leader, or NULL when unknown (known on followers too:
+ * every node's address is in the replicated configuration). */
 const char *core_engine_leader_address(struct core_engine *e);
+
+/* True while the replicator reports this node as leader (ready or not). */
+bool core_engine_is_leader(struct core_engine *e);
+
+/* One listener (pgwire) told after the engine has processed every
+ * core_engine_set_leader() call, with the same arguments. NULL to remove. */
+typedef void (*core_leader_cb)(void *arg, bool leader, bool ready);
+void core_engine_set_leader_listener(struct core_engine *e, core_leader_cb cb, void *arg);
 
 /* ---- FSM, called by the replicator ------------------------------------------------ */
 
@@ -123,6 +132,8 @@ struct core_error {
 	int code;         /* ERR_* */
 	int sqlite_code;  /* extended SQLite result code when code == ERR_SQL, else 0 */
 	int offset;       /* byte offset in the SQL text, or -1 */
+	char sqlstate[6]; /* when not empty, the SQLSTATE to report as is (the cluster
+			   * functions pqlite_join/remove/transfer set it) */
 	char msg[ERR_MSG_LEN];
 };
 const struct core_error *core_session_error(struct core_session *s);

@@ -119,6 +119,8 @@ struct core_engine {
 	bool leader;
 	bool ready;
 	uint64_t now;
+	core_leader_cb leader_cb;
+	void *leader_cb_arg;
 };
 
 static unsigned vfs_counter;
@@ -340,6 +342,17 @@ const char *core_engine_leader_address(struct core_engine *e)
 	return e->repl->leader_address(e->repl);
 }
 
+bool core_engine_is_leader(struct core_engine *e)
+{
+	return e->leader;
+}
+
+void core_engine_set_leader_listener(struct core_engine *e, core_leader_cb cb, void *arg)
+{
+	e->leader_cb = cb;
+	e->leader_cb_arg = arg;
+}
+
 static void session_fail(struct core_session *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -349,6 +362,7 @@ static void session_fail(struct core_session *s, int code, const char *fmt, ...)
 	s->err.code = code;
 	s->err.sqlite_code = 0;
 	s->err.offset = -1;
+	s->err.sqlstate[0] = '\0';
 	va_start(ap, fmt);
 	vsnprintf(s->err.msg, sizeof s->err.msg, fmt, ap);
 	va_end(ap);
@@ -357,6 +371,7 @@ static void session_fail(struct core_session *s, int code, const char *fmt, ...)
 static void session_sql_error(struct core_session *s, int offset)
 {
 	s->err.code = ERR_SQL;
+	s->err.sqlstate[0] = '\0';
 	s->err.sqlite_code = sqlite3_extended_errcode(s->conn);
 	s->err.offset = offset;
 	snprintf(s->err.msg, sizeof s->err.msg, "%s", sqlite3_errmsg(s->conn));
@@ -585,6 +600,8 @@ void core_engine_set_leader(struct core_engine *e, bool leader, bool ready)
 			}
 		}
 	}
+	if (e->leader_cb != NULL)
+		e->leader_cb(e->leader_cb_arg, leader, ready);
 }
 
 /* ---- Proposals ------------------------------------------------------------------------ */

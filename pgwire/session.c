@@ -1265,7 +1265,7 @@ static void db_result(struct pgw_session *s, int rc)
 		send_error(s, "42602", msg, NULL);
 		break;
 	default: {
-		struct core_error ce = {rc, 0, -1, ""};
+		struct core_error ce = {rc, 0, -1, "", ""};
 		send_core_error(s, rc, &ce, false, 0);
 		break;
 	}

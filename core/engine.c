@@ -17,6 +17,7 @@
 
 #include "../lib/buf.h"
 #include "../lib/log.h"
+#include "cluster.h"
 #include "command.h"
 #include "vfs.h"
 
@@ -74,7 +75,18 @@ struct core_session {
 	uint64_t last_active; /* engine time of the last step or finalize */
 	int n_stmts;          /* statements prepared and not finalized */
 	enum core_read_mode read_mode;
+	struct generation *orphan; /* not NULL: its database image was replaced by a
+				    * snapshot while a statement or transaction was open */
 	struct core_session *next;
+};
+
+/* Databases replaced by a snapshot restore that orphaned sessions still use: kept, with
+ * their VFS, until the last of those sessions closes. */
+struct generation {
+	struct core_vfs *vfs;
+	struct database *dbs;
+	int n_orphans;
+	struct generation *next;
 };
 
 struct core_stmt {
@@ -121,6 +133,8 @@ struct core_engine {
 	uint64_t now;
 	core_leader_cb leader_cb;
 	void *leader_cb_arg;
+	char fn_sqlstate[6]; /* set by a failing cluster function, see cluster.h */
+	struct generation *old_gens;
 };
 
 static unsigned vfs_counter;
@@ -252,6 +266,8 @@ static int conn_open(struct core_engine *e, struct database *d, sqlite3 **out)
 	sqlite3_db_config(conn, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	sqlite3_db_config(conn, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
 	sqlite3_set_authorizer(conn, authorizer, NULL);
+	if (core__cluster_register(conn, e) != SQLITE_OK)
+		goto err;
 	/* Configuration must not have produced frames. */
 	if (core__vfs_poll(e->vfs, d->file, &fr) != 0 || fr.n != 0) {
 		LOGE("engine: %s: connection setup wrote to the database", d->name);
@@ -342,6 +358,16 @@ const char *core_engine_leader_address(struct core_engine *e)
 	return e->repl->leader_address(e->repl);
 }
 
+struct core_replication *core__engine_repl(struct core_engine *e)
+{
+	return e->repl;
+}
+
+void core__engine_set_fn_sqlstate(struct core_engine *e, const char *sqlstate)
+{
+	snprintf(e->fn_sqlstate, sizeof e->fn_sqlstate, "%s", sqlstate);
+}
+
 bool core_engine_is_leader(struct core_engine *e)
 {
 	return e->leader;
@@ -371,7 +397,8 @@ static void session_fail(struct core_session *s, int code, const char *fmt, ...)
 static void session_sql_error(struct core_session *s, int offset)
 {
 	s->err.code = ERR_SQL;
-	s->err.sqlstate[0] = '\0';
+	memcpy(s->err.sqlstate, s->engine->fn_sqlstate, sizeof s->err.sqlstate);
+	s->engine->fn_sqlstate[0] = '\0';
 	s->err.sqlite_code = sqlite3_extended_errcode(s->conn);
 	s->err.offset = offset;
 	snprintf(s->err.msg, sizeof s->err.msg, "%s", sqlite3_errmsg(s->conn));
@@ -468,6 +495,8 @@ static void expire_idle_transactions(struct core_engine *e)
 		return;
 	for (s = e->sessions; s != NULL; s = s->next) {
 		struct database *d = s->db;
+		if (s->orphan != NULL)
+			continue;
 		/* Idle means waiting for the client's next statement, as in PostgreSQL: not
 		 * while a statement is alive (running, or paused because the client is slow
 		 * to read its rows). */
@@ -574,6 +603,8 @@ void core_engine_set_leader(struct core_engine *e, bool leader, bool ready)
 		/* Transactions opened while leading cannot commit here any more, and their
 		 * write lock would stand in the way of applying the new leader's entries. */
 		for (s = e->sessions; s != NULL; s = s->next) {
+			if (s->orphan != NULL)
+				continue;
 			if (s->active != NULL && s->active->state == ST_WAIT_COMMIT)
 				continue; /* its commit's outcome arrives through Raft */
 			if (core_session_in_txn(s)) {
@@ -843,6 +874,7 @@ static int step_once(struct core_stmt *st)
 	struct proposal *p;
 	int rc, rv;
 
+	st->session->engine->fn_sqlstate[0] = '\0';
 	rc = sqlite3_step(st->stmt);
 	if (d->writer != s && sqlite3_txn_state(s->conn, NULL) == SQLITE_TXN_WRITE) {
 		/* A statement SQLite calls read-only took the write lock (PRAGMA optimize
@@ -1064,6 +1096,11 @@ int core_stmt_step(struct core_stmt *st, core_step_cb cb, void *arg)
 		session_fail(st->session, ERR_INVALID, "statement already finished");
 		return ERR_INVALID;
 	}
+	if (st->session->orphan != NULL) {
+		session_fail(st->session, ERR_SHUTDOWN, "this node's copy of the database was "
+							"replaced by a snapshot from the leader");
+		return ERR_SHUTDOWN;
+	}
 	st->cb = cb;
 	st->arg = arg;
 	st->session->last_active = st->session->engine->now;
@@ -1149,13 +1186,55 @@ int core_session_open(struct core_engine *e, const char *name, struct core_sessi
 	return 0;
 }
 
+static void session_unlink(struct core_engine *e, struct core_session *s)
+{
+	struct core_session **pp;
+
+	for (pp = &e->sessions; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+}
+
+/* An orphan holds nothing of the current state: close its connection, and the replaced
+ * generation with the last orphan. */
+static void orphan_close(struct core_session *s)
+{
+	struct core_engine *e = s->engine;
+	struct generation *g = s->orphan, **pp;
+
+	if (s->active != NULL) {
+		sqlite3_finalize(s->active->stmt);
+		free(s->active);
+	}
+	sqlite3_close_v2(s->conn);
+	session_unlink(e, s);
+	free(s);
+	if (--g->n_orphans > 0)
+		return;
+	dbs_free(g->dbs);
+	core__vfs_destroy(g->vfs);
+	for (pp = &e->old_gens; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	}
+	free(g);
+}
+
 void core_session_close(struct core_session *s)
 {
 	struct core_engine *e = s->engine;
 	struct database *d = s->db;
-	struct core_session **pp;
 	struct core_stmt *st = s->active;
 
+	if (s->orphan != NULL) {
+		orphan_close(s);
+		return;
+	}
 	if (st != NULL) {
 		switch (st->state) {
 		case ST_WAIT_READY:
@@ -1191,12 +1270,7 @@ void core_session_close(struct core_session *s)
 		d->writer = NULL;
 		db_wake(d);
 	}
-	for (pp = &e->sessions; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == s) {
-			*pp = s->next;
-			break;
-		}
-	}
+	session_unlink(e, s);
 	d->n_sessions--;
 	free(s);
 	if (d->dropped)
@@ -1233,6 +1307,11 @@ int core_session_prepare(struct core_session *s, const char *sql, int len, const
 	int rc;
 
 	*out = NULL;
+	if (s->orphan != NULL) {
+		session_fail(s, ERR_SHUTDOWN, "this node's copy of the database was replaced "
+					      "by a snapshot from the leader");
+		return ERR_SHUTDOWN;
+	}
 	rc = sqlite3_prepare_v2(s->conn, sql, len, &stmt, tail);
 	if (rc != SQLITE_OK) {
 		session_sql_error(s, sqlite3_error_offset(s->conn));
@@ -1475,6 +1554,58 @@ static void dbs_free(struct database *list)
 
 /* Restore into a new VFS and swap it in only when the whole snapshot loaded, so a bad
  * snapshot leaves the current state untouched. */
+/* Switch to the restored databases. Sessions between statements move to a new
+ * connection on the database of the same name; the others (a statement or transaction
+ * open, or their database gone) become orphans that fail with ERR_SHUTDOWN and keep the
+ * replaced generation alive until they close. */
+static int adopt_sessions(struct core_engine *e, struct core_vfs *vfs, struct database *list)
+{
+	struct generation *g;
+	struct core_session *s;
+	struct database *d, *old = e->dbs;
+	struct core_vfs *old_vfs = e->vfs;
+	int n_orphans = 0;
+
+	g = calloc(1, sizeof *g);
+	if (g == NULL)
+		return ERR_NOMEM;
+	e->vfs = vfs;
+	e->dbs = list;
+	for (s = e->sessions; s != NULL; s = s->next) {
+		sqlite3 *conn;
+		if (s->orphan != NULL)
+			continue;
+		d = db_find(e, s->db->name);
+		if (d == NULL || s->active != NULL || s->n_stmts > 0 ||
+		    core_session_in_txn(s) || conn_open(e, d, &conn) != 0) {
+			s->orphan = g;
+			n_orphans++;
+			continue;
+		}
+		sqlite3_close_v2(s->conn);
+		s->conn = conn;
+		s->db->n_sessions--;
+		s->db = d;
+		d->n_sessions++;
+	}
+	if (n_orphans == 0) {
+		dbs_free(old);
+		core__vfs_destroy(old_vfs);
+		free(g);
+		return 0;
+	}
+	LOGI("fsm: %d session(s) with a statement or transaction open end with the restore",
+	     n_orphans);
+	for (d = old; d != NULL; d = d->next)
+		d->writer = NULL;
+	g->vfs = old_vfs;
+	g->dbs = old;
+	g->n_orphans = n_orphans;
+	g->next = e->old_gens;
+	e->old_gens = g;
+	return 0;
+}
+
 int core_fsm_restore(struct core_engine *e, const void *buf, size_t len)
 {
 	struct cursor c = {buf, len};
@@ -1489,8 +1620,9 @@ int core_fsm_restore(struct core_engine *e, const void *buf, size_t len)
 	    version != SNAPSHOT_VERSION || zero != 0)
 		return ERR_CORRUPT;
 	for (d = e->dbs; d != NULL; d = d->next) {
-		if (d->n_sessions > 0 || d->inflight != NULL) {
-			LOGE("fsm: cannot restore while database \"%s\" is in use", d->name);
+		/* Only a leader has commits in flight, and a leader never installs one. */
+		if (d->inflight != NULL) {
+			LOGE("fsm: cannot restore while a commit on \"%s\" is in flight", d->name);
 			return ERR_BUSY;
 		}
 	}
@@ -1533,10 +1665,9 @@ int core_fsm_restore(struct core_engine *e, const void *buf, size_t len)
 		rv = ERR_CORRUPT;
 		goto err;
 	}
-	dbs_free(e->dbs);
-	core__vfs_destroy(e->vfs);
-	e->vfs = vfs;
-	e->dbs = list;
+	rv = adopt_sessions(e, vfs, list);
+	if (rv != 0)
+		goto err;
 	LOGI("fsm: restored %u database(s) from a snapshot", n);
 	return 0;
 err:

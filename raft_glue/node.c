@@ -46,6 +46,10 @@
  * and the startup scan of open segments stays short. A multiple of every block size. */
 #define RG_SEGMENT_SIZE (32u * 1024u * 1024u)
 
+#define RG_MAX_VOTERS 5           /* nodes beyond this many voters are standbys */
+#define RG_PROMOTE_RETRY_MS 1000u /* after a failed promotion */
+#define RG_ADDR_SEP '|'           /* "RAFT|PG": the address a server has inside Raft */
+
 #define RG_NODE_ID_FILE "node-id"
 #define RG_NODE_ID_TMP "node-id.tmp"
 #define RG_RAFT_DIR "raft"
@@ -76,6 +80,27 @@ struct rg_node {
 
 	struct core_replication port;
 	struct core_engine *engine;
+
+	char *address;           /* "RAFT|PG": this node's address inside Raft */
+	bool join;               /* fresh directory: wait to be added, do not bootstrap */
+	char leader_pg[CORE_ADDR_MAX]; /* buffer behind port_leader_address */
+
+	/* Membership: the change this node submitted as leader, and when to try the next
+	 * promotion of a spare / standby. */
+	struct raft_change change_req;
+	bool change_inflight;
+	uint64_t promote_after;   /* uv_now() before which no promotion is attempted */
+
+	/* Pass-through transport (TCP_NODELAY, "RAFT|PG" addresses) around raft_uv_tcp. */
+	struct raft_uv_transport outer;
+	raft_uv_accept_cb accept_cb;
+	bool outer_closing;
+	raft_uv_transport_close_cb outer_close_cb;
+
+	/* Leadership hand-over before stopping. */
+	struct raft_transfer transfer_req;
+	bool transfer_inflight;
+	rg_handover_cb handover_cb;
 
 	/* c-raft objects, and which of them were initialised (for the cleanup path). */
 	struct raft_uv_transport transport;
@@ -439,6 +464,53 @@ static bool dir_has_entries(const char *dir)
 	return found;
 }
 
+
+/* ---- Addresses ---------------------------------------------------------------------- */
+
+/* Inside Raft each server's address is "RAFT_HOST:PORT|PG_HOST:PORT", so every node learns
+ * every client address from the replicated configuration (and a follower its leader's
+ * from the handshake). State written before the cluster work holds the Raft address
+ * alone: its pg part reads as "". */
+static void split_address(const char *addr, char raft[CORE_ADDR_MAX], char pg[CORE_ADDR_MAX])
+{
+	const char *sep = addr != NULL ? strchr(addr, RG_ADDR_SEP) : NULL;
+	size_t len;
+
+	raft[0] = pg[0] = '\0';
+	if (addr == NULL)
+		return;
+	len = sep != NULL ? (size_t)(sep - addr) : strlen(addr);
+	if (len >= CORE_ADDR_MAX)
+		len = CORE_ADDR_MAX - 1;
+	memcpy(raft, addr, len);
+	raft[len] = '\0';
+	if (sep != NULL)
+		snprintf(pg, CORE_ADDR_MAX, "%s", sep + 1);
+}
+
+static char *compose_address(const char *raft, const char *pg)
+{
+	size_t len = strlen(raft) + 1 + strlen(pg) + 1;
+	char *s = malloc(len);
+
+	if (s != NULL)
+		snprintf(s, len, "%s%c%s", raft, RG_ADDR_SEP, pg);
+	return s;
+}
+
+/* "a.b.c.d:port" with a port in 1..65535. */
+static bool valid_address(const char *s)
+{
+	unsigned a, b, c, d, port;
+	char tail;
+
+	if (s == NULL || strlen(s) >= CORE_ADDR_MAX)
+		return false;
+	if (sscanf(s, "%3u.%3u.%3u.%3u:%5u%c", &a, &b, &c, &d, &port, &tail) != 5)
+		return false;
+	return a < 256 && b < 256 && c < 256 && d < 256 && port >= 1 && port <= 65535;
+}
+
 /* ---- Configuration and creation ----------------------------------------------------- */
 
 void rg_config_defaults(struct rg_config *c)
@@ -463,6 +535,11 @@ static int check_config(const struct rg_config *cfg, char errmsg[ERR_MSG_LEN])
 	}
 	if (cfg->pg_address == NULL || cfg->pg_address[0] == '\0') {
 		errf(errmsg, "no client (pg) address given");
+		return ERR_INVALID;
+	}
+	if (!valid_address(cfg->raft_address) || !valid_address(cfg->pg_address)) {
+		errf(errmsg, "addresses must be IPv4 literals with a port (raft %s, pg %s)",
+		     cfg->raft_address, cfg->pg_address);
 		return ERR_INVALID;
 	}
 	if (cfg->election_timeout_ms != 0 && cfg->election_timeout_ms < RG_MIN_ELECTION_TIMEOUT_MS) {
@@ -582,6 +659,10 @@ int rg_node_create(uv_loop_t *loop, const struct rg_config *cfg, struct rg_node 
 	n->pg_address = strdup(cfg->pg_address);
 	if (n->data_dir == NULL || n->raft_address == NULL || n->pg_address == NULL)
 		goto err_nomem_after_alloc;
+	n->address = compose_address(n->raft_address, n->pg_address);
+	if (n->address == NULL)
+		goto err_nomem_after_alloc;
+	n->join = cfg->join;
 	n->raft_dir = join_path(n->data_dir, RG_RAFT_DIR);
 	if (n->raft_dir == NULL)
 		goto err_nomem_after_alloc;
@@ -602,6 +683,7 @@ err_nomem_after_alloc:
 err_after_alloc:
 	free(n->data_dir);
 	free(n->raft_dir);
+	free(n->address);
 	free(n->raft_address);
 	free(n->pg_address);
 	free(n);
@@ -785,15 +867,299 @@ static bool port_needs_barrier(struct core_replication *r)
 	return applied_index(n) < raft_last_index(&n->raft);
 }
 
-/* Single node for now: only our own address, when we lead. The cluster work adds a map
- * from raft id to client address so followers can name the leader. */
 static const char *port_leader_address(struct core_replication *r)
 {
 	struct rg_node *n = r->data;
+	char raft[CORE_ADDR_MAX];
+	const char *addr = NULL;
+	raft_id id = 0;
 
-	if (node_running(n) && raft_state(&n->raft) == RAFT_LEADER)
+	if (!node_running(n))
+		return NULL;
+	raft_leader(&n->raft, &id, &addr);
+	if (id == 0)
+		return NULL;
+	if (id == n->id)
 		return n->pg_address;
+	split_address(addr, raft, n->leader_pg);
+	return n->leader_pg[0] != '\0' ? n->leader_pg : NULL;
+}
+
+static enum core_role core_role_of(int role)
+{
+	switch (role) {
+	case RAFT_VOTER:
+		return CORE_ROLE_VOTER;
+	case RAFT_STANDBY:
+		return CORE_ROLE_STANDBY;
+	default:
+		return CORE_ROLE_SPARE;
+	}
+}
+
+static unsigned port_members(struct core_replication *r, struct core_member *out, unsigned max)
+{
+	struct rg_node *n = r->data;
+	const struct raft_configuration *c = &n->raft.configuration;
+	const char *laddr = NULL;
+	raft_id lid = 0;
+	bool leading;
+	raft_index last, applied;
+	unsigned i;
+
+	if (!node_running(n))
+		return 0;
+	raft_leader(&n->raft, &lid, &laddr);
+	leading = raft_state(&n->raft) == RAFT_LEADER;
+	last = raft_last_index(&n->raft);
+	applied = applied_index(n);
+	for (i = 0; i < c->n && i < max; i++) {
+		const struct raft_server *srv = &c->servers[i];
+		struct core_member *m = &out[i];
+
+		m->id = srv->id;
+		split_address(srv->address, m->raft_address, m->pg_address);
+		if (srv->id == n->id && m->pg_address[0] == '\0')
+			snprintf(m->pg_address, sizeof m->pg_address, "%s", n->pg_address);
+		m->role = core_role_of(srv->role);
+		m->is_leader = srv->id == lid;
+		m->applied_index = -1;
+		m->lag = -1;
+		if (srv->id == n->id) {
+			m->applied_index = (int64_t)applied;
+			if (leading)
+				m->lag = (int64_t)(last - applied);
+			else
+				m->lag = n->raft.commit_index > applied
+						 ? (int64_t)(n->raft.commit_index - applied)
+						 : 0;
+		} else if (leading && n->raft.leader_state.progress != NULL) {
+			raft_index match = n->raft.leader_state.progress[i].match_index;
+			m->applied_index = (int64_t)match;
+			m->lag = last > match ? (int64_t)(last - match) : 0;
+		}
+	}
+	return c->n;
+}
+
+static const struct raft_server *find_server(struct rg_node *n, raft_id id)
+{
+	const struct raft_configuration *c = &n->raft.configuration;
+	unsigned i;
+
+	for (i = 0; i < c->n; i++)
+		if (c->servers[i].id == id)
+			return &c->servers[i];
 	return NULL;
+}
+
+static int map_change_error(struct rg_node *n, int rv, char errmsg[256])
+{
+	switch (rv) {
+	case RAFT_NOTLEADER:
+	case RAFT_LEADERSHIPLOST:
+		snprintf(errmsg, 256, "this node is not the leader");
+		return ERR_NOTLEADER;
+	case RAFT_CANTCHANGE:
+		snprintf(errmsg, 256, "another membership change is in progress; retry later");
+		return ERR_BUSY;
+	case RAFT_DUPLICATEID:
+	case RAFT_DUPLICATEADDRESS:
+		snprintf(errmsg, 256, "the node id or address is already a member");
+		return ERR_EXISTS;
+	case RAFT_NOTFOUND:
+		snprintf(errmsg, 256, "no such node, or no other voter");
+		return ERR_NOTFOUND;
+	case RAFT_BADID:
+	case RAFT_BADROLE:
+		snprintf(errmsg, 256, "%s", raft_errmsg(&n->raft));
+		return ERR_INVALID;
+	case RAFT_NOMEM:
+		snprintf(errmsg, 256, "out of memory");
+		return ERR_NOMEM;
+	default:
+		snprintf(errmsg, 256, "%s (%s)", raft_errmsg(&n->raft), raft_code_name(rv));
+		return ERR_IO;
+	}
+}
+
+static void change_cb(struct raft_change *req, int status)
+{
+	struct rg_node *n = req->data;
+
+	n->change_inflight = false;
+	if (status != 0) {
+		LOGI("raft: membership change failed: %s", raft_code_name(status));
+		n->promote_after = uv_now(n->loop) + RG_PROMOTE_RETRY_MS;
+		return;
+	}
+	LOGI("raft: membership change committed (%u servers)", n->raft.configuration.n);
+}
+
+static void transfer_cb(struct raft_transfer *req)
+{
+	struct rg_node *n = req->data;
+	rg_handover_cb cb = n->handover_cb;
+	const char *addr = NULL;
+	raft_id lid = 0;
+
+	n->transfer_inflight = false;
+	raft_leader(&n->raft, &lid, &addr);
+	if (lid == req->id)
+		LOGI("raft: leadership transferred to node %llu", (unsigned long long)lid);
+	else
+		LOGI("raft: leadership transfer to node %llu did not complete (leader %llu)",
+		     (unsigned long long)req->id, (unsigned long long)lid);
+	if (cb != NULL) {
+		n->handover_cb = NULL;
+		cb(n);
+	}
+}
+
+static int change_join(struct rg_node *n, uint64_t id, const char *raft, const char *pg,
+		       enum core_role *role, char errmsg[256])
+{
+	const struct raft_configuration *c = &n->raft.configuration;
+	const struct raft_server *srv;
+	char *addr;
+	unsigned i;
+	int rv;
+
+	if (!valid_address(raft) || !valid_address(pg)) {
+		snprintf(errmsg, 256, "addresses must be IPv4 literals with a port");
+		return ERR_INVALID;
+	}
+	addr = compose_address(raft, pg);
+	if (addr == NULL)
+		return ERR_NOMEM;
+	srv = find_server(n, id);
+	if (srv != NULL) {
+		rv = strcmp(srv->address, addr) == 0 ? 0 : ERR_EXISTS;
+		if (rv != 0)
+			snprintf(errmsg, 256, "node %llu is already a member with address %s",
+				 (unsigned long long)id, srv->address);
+		else
+			*role = core_role_of(srv->role);
+		free(addr);
+		return rv;
+	}
+	for (i = 0; i < c->n; i++) {
+		char r2[CORE_ADDR_MAX], p2[CORE_ADDR_MAX];
+		split_address(c->servers[i].address, r2, p2);
+		if (strcmp(r2, raft) == 0 || strcmp(p2, pg) == 0) {
+			snprintf(errmsg, 256,
+				 "address %s is used by node %llu: a node that lost its data "
+				 "directory must be removed first (pqlite remove %llu)",
+				 strcmp(r2, raft) == 0 ? raft : pg,
+				 (unsigned long long)c->servers[i].id,
+				 (unsigned long long)c->servers[i].id);
+			free(addr);
+			return ERR_EXISTS;
+		}
+	}
+	if (n->change_inflight) {
+		free(addr);
+		snprintf(errmsg, 256, "another membership change is in progress; retry later");
+		return ERR_BUSY;
+	}
+	n->change_req.data = n;
+	rv = raft_add(&n->raft, &n->change_req, id, addr, change_cb);
+	free(addr);
+	if (rv != 0)
+		return map_change_error(n, rv, errmsg);
+	n->change_inflight = true;
+	n->promote_after = 0;
+	*role = CORE_ROLE_SPARE;
+	LOGI("raft: adding node %llu (raft %s, pg %s) as spare", (unsigned long long)id, raft,
+	     pg);
+	return 0;
+}
+
+static int change_remove(struct rg_node *n, uint64_t id, char errmsg[256])
+{
+	int rv;
+
+	if (find_server(n, id) == NULL) {
+		snprintf(errmsg, 256, "node %llu is not a member", (unsigned long long)id);
+		return ERR_NOTFOUND;
+	}
+	if (id == n->id) {
+		snprintf(errmsg, 256,
+			 "node %llu is the leader: transfer leadership first (pqlite transfer)",
+			 (unsigned long long)id);
+		return ERR_INUSE;
+	}
+	if (n->change_inflight) {
+		snprintf(errmsg, 256, "another membership change is in progress; retry later");
+		return ERR_BUSY;
+	}
+	n->change_req.data = n;
+	rv = raft_remove(&n->raft, &n->change_req, id, change_cb);
+	if (rv != 0)
+		return map_change_error(n, rv, errmsg);
+	n->change_inflight = true;
+	LOGI("raft: removing node %llu", (unsigned long long)id);
+	return 0;
+}
+
+static int change_transfer(struct rg_node *n, uint64_t id, uint64_t *target, char errmsg[256])
+{
+	const struct raft_server *srv;
+	int rv;
+
+	if (n->transfer_inflight) {
+		snprintf(errmsg, 256, "a leadership transfer is in progress; retry later");
+		return ERR_BUSY;
+	}
+	if (id == n->id) {
+		snprintf(errmsg, 256, "node %llu is already the leader", (unsigned long long)id);
+		return ERR_INVALID;
+	}
+	if (id != 0) {
+		srv = find_server(n, id);
+		if (srv == NULL) {
+			snprintf(errmsg, 256, "node %llu is not a member", (unsigned long long)id);
+			return ERR_NOTFOUND;
+		}
+		if (srv->role != RAFT_VOTER) {
+			snprintf(errmsg, 256, "node %llu is not a voter", (unsigned long long)id);
+			return ERR_INVALID;
+		}
+	}
+	n->transfer_req.data = n;
+	rv = raft_transfer(&n->raft, &n->transfer_req, id, transfer_cb);
+	if (rv == RAFT_NOTFOUND) {
+		snprintf(errmsg, 256, "there is no other voter to transfer leadership to");
+		return ERR_NOTFOUND;
+	}
+	if (rv != 0)
+		return map_change_error(n, rv, errmsg);
+	n->transfer_inflight = true;
+	*target = n->transfer_req.id;
+	LOGI("raft: transferring leadership to node %llu", (unsigned long long)*target);
+	return 0;
+}
+
+static int port_change(struct core_replication *r, enum core_change_op op, uint64_t id,
+		       const char *raft, const char *pg, enum core_role *role, uint64_t *id_out,
+		       char errmsg[256])
+{
+	struct rg_node *n = r->data;
+
+	errmsg[0] = '\0';
+	if (!node_running(n) || raft_state(&n->raft) != RAFT_LEADER) {
+		snprintf(errmsg, 256, "this node is not the leader");
+		return ERR_NOTLEADER;
+	}
+	switch (op) {
+	case CORE_CHANGE_JOIN:
+		return change_join(n, id, raft, pg, role, errmsg);
+	case CORE_CHANGE_REMOVE:
+		return change_remove(n, id, errmsg);
+	case CORE_CHANGE_TRANSFER:
+		return change_transfer(n, id, id_out, errmsg);
+	}
+	return ERR_INVALID;
 }
 
 static void port_init(struct rg_node *n)
@@ -806,6 +1172,8 @@ static void port_init(struct rg_node *n)
 	n->port.is_leader = port_is_leader;
 	n->port.needs_barrier = port_needs_barrier;
 	n->port.leader_address = port_leader_address;
+	n->port.members = port_members;
+	n->port.change = port_change;
 }
 
 struct core_replication *rg_node_replication(struct rg_node *n)
@@ -1092,6 +1460,46 @@ err:
 	n->barrier_warned = true;
 }
 
+/* Promote one spare (a node that joined) to voter, or to standby when RG_MAX_VOTERS vote
+ * already; or a standby to voter when voters are missing. 0.15's raft_assign to voter
+ * first catches the node up in rounds, then appends the new configuration. The state to
+ * act on is the configuration itself, so a new leader finishes what the old one began. */
+static void maybe_promote(struct rg_node *n)
+{
+	const struct raft_configuration *c = &n->raft.configuration;
+	unsigned i, voters = 0;
+	int rv;
+
+	if (n->raft.configuration_uncommitted_index != 0)
+		return;
+	for (i = 0; i < c->n; i++)
+		if (c->servers[i].role == RAFT_VOTER)
+			voters++;
+	for (i = 0; i < c->n; i++) {
+		const struct raft_server *srv = &c->servers[i];
+		int role;
+
+		if (srv->role == RAFT_SPARE)
+			role = voters < RG_MAX_VOTERS ? RAFT_VOTER : RAFT_STANDBY;
+		else if (srv->role == RAFT_STANDBY && voters < RG_MAX_VOTERS)
+			role = RAFT_VOTER;
+		else
+			continue;
+		n->change_req.data = n;
+		rv = raft_assign(&n->raft, &n->change_req, srv->id, role, change_cb);
+		if (rv != 0) {
+			LOGD("raft: promoting node %llu: %s", (unsigned long long)srv->id,
+			     raft_code_name(rv));
+			n->promote_after = uv_now(n->loop) + RG_PROMOTE_RETRY_MS;
+			return;
+		}
+		n->change_inflight = true;
+		LOGI("raft: promoting node %llu to %s", (unsigned long long)srv->id,
+		     role == RAFT_VOTER ? "voter" : "standby");
+		return;
+	}
+}
+
 static void monitor_cb(uv_prepare_t *h)
 {
 	struct rg_node *n = h->data;
@@ -1135,6 +1543,122 @@ static void monitor_cb(uv_prepare_t *h)
 	}
 	if (n->leader && !n->ready && !n->barrier_inflight)
 		submit_lead_barrier(n);
+	if (n->leader && n->ready && !n->change_inflight && uv_now(n->loop) >= n->promote_after)
+		maybe_promote(n);
+}
+
+/* ---- Pass-through transport ------------------------------------------------------- */
+
+/* Around raft_uv_tcp, with the public API only: sets TCP_NODELAY on every connection
+ * (0.15 never does; Nagle plus delayed ACKs stall pipelined appends for ~40 ms) and
+ * strips the pg part from "RAFT|PG" addresses before connecting. The inner transport is
+ * initialised with the full address, which is what it sends in its handshake, so a
+ * follower learns its leader's client address too; it binds to the Raft part
+ * (raft_uv_tcp_set_bind_address). */
+struct rg_connect {
+	struct raft_uv_connect req;
+	struct raft_uv_connect *orig;
+};
+
+static struct rg_node *outer_node(struct raft_uv_transport *t)
+{
+	return container_of(t, struct rg_node, outer);
+}
+
+static void copy_errmsg(struct rg_node *n)
+{
+	memcpy(n->outer.errmsg, n->transport.errmsg, sizeof n->outer.errmsg);
+}
+
+static int tr_init(struct raft_uv_transport *t, raft_id id, const char *address)
+{
+	struct rg_node *n = outer_node(t);
+	int rv = n->transport.init(&n->transport, id, address);
+
+	if (rv != 0)
+		copy_errmsg(n);
+	return rv;
+}
+
+static void tr_accept(struct raft_uv_transport *inner, raft_id id, const char *address,
+		      struct uv_stream_s *stream)
+{
+	struct rg_node *n = container_of(inner, struct rg_node, transport);
+
+	uv_tcp_nodelay((uv_tcp_t *)stream, 1);
+	n->accept_cb(&n->outer, id, address, stream);
+}
+
+static int tr_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+	struct rg_node *n = outer_node(t);
+	int rv;
+
+	n->accept_cb = cb;
+	rv = n->transport.listen(&n->transport, tr_accept);
+	if (rv != 0)
+		copy_errmsg(n);
+	return rv;
+}
+
+static void tr_connect_cb(struct raft_uv_connect *req, struct uv_stream_s *stream, int status)
+{
+	struct rg_connect *c = container_of(req, struct rg_connect, req);
+	struct raft_uv_connect *orig = c->orig;
+
+	free(c);
+	if (status == 0)
+		uv_tcp_nodelay((uv_tcp_t *)stream, 1);
+	orig->cb(orig, stream, status);
+}
+
+static int tr_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
+		      const char *address, raft_uv_connect_cb cb)
+{
+	struct rg_node *n = outer_node(t);
+	char raft[CORE_ADDR_MAX], pg[CORE_ADDR_MAX];
+	struct rg_connect *c;
+	int rv;
+
+	c = malloc(sizeof *c);
+	if (c == NULL)
+		return RAFT_NOMEM;
+	c->orig = req;
+	req->cb = cb;
+	c->req.data = NULL;
+	split_address(address, raft, pg);
+	rv = n->transport.connect(&n->transport, &c->req, id, raft, tr_connect_cb);
+	if (rv != 0) {
+		free(c);
+		copy_errmsg(n);
+	}
+	return rv;
+}
+
+static void tr_close_cb(struct raft_uv_transport *inner)
+{
+	struct rg_node *n = container_of(inner, struct rg_node, transport);
+
+	if (n->outer_close_cb != NULL)
+		n->outer_close_cb(&n->outer);
+}
+
+static void tr_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
+{
+	struct rg_node *n = outer_node(t);
+
+	n->outer_close_cb = cb;
+	n->transport.close(&n->transport, tr_close_cb);
+}
+
+static void outer_init(struct rg_node *n)
+{
+	memset(&n->outer, 0, sizeof n->outer);
+	n->outer.impl = n;
+	n->outer.init = tr_init;
+	n->outer.listen = tr_listen;
+	n->outer.connect = tr_connect;
+	n->outer.close = tr_close;
 }
 
 /* ---- Start -------------------------------------------------------------------------- */
@@ -1147,7 +1671,7 @@ static int bootstrap_if_fresh(struct rg_node *n, char errmsg[ERR_MSG_LEN])
 	int rv;
 
 	raft_configuration_init(&conf);
-	rv = raft_configuration_add(&conf, n->id, n->raft_address, RAFT_VOTER);
+	rv = raft_configuration_add(&conf, n->id, n->address, RAFT_VOTER);
 	if (rv != 0) {
 		errf(errmsg, "raft: configuration: %s", raft_strerror(rv));
 		raft_configuration_close(&conf);
@@ -1168,17 +1692,10 @@ static int bootstrap_if_fresh(struct rg_node *n, char errmsg[ERR_MSG_LEN])
 	return 0;
 }
 
-int rg_node_start(struct rg_node *n, struct core_engine *engine, char errmsg[ERR_MSG_LEN])
+/* Transport, storage, FSM and raft_init with our settings; nothing started. */
+static int setup_raft(struct rg_node *n, char errmsg[ERR_MSG_LEN])
 {
 	int rv;
-
-	errmsg[0] = '\0';
-	if (n->state != RG_CREATED) {
-		errf(errmsg, "raft: node already started");
-		return ERR_INVALID;
-	}
-	n->engine = engine;
-	n->state = RG_FAILED; /* until the end of this function */
 
 	uv_prepare_init(n->loop, &n->monitor);
 	n->monitor.data = n;
@@ -1190,8 +1707,14 @@ int rg_node_start(struct rg_node *n, struct core_engine *engine, char errmsg[ERR
 		return rv == RAFT_NOMEM ? ERR_NOMEM : ERR_IO;
 	}
 	n->transport_inited = true;
+	rv = raft_uv_tcp_set_bind_address(&n->transport, n->raft_address);
+	if (rv != 0) {
+		errf(errmsg, "raft: bind address %s: %s", n->raft_address, raft_strerror(rv));
+		return ERR_INVALID;
+	}
+	outer_init(n);
 
-	rv = raft_uv_init(&n->io, n->loop, n->raft_dir, &n->transport);
+	rv = raft_uv_init(&n->io, n->loop, n->raft_dir, &n->outer);
 	if (rv != 0) {
 		errf(errmsg, "raft: storage in %s: %s", n->raft_dir, raft_why(n, rv));
 		return rv == RAFT_NOMEM ? ERR_NOMEM : ERR_IO;
@@ -1209,7 +1732,7 @@ int rg_node_start(struct rg_node *n, struct core_engine *engine, char errmsg[ERR
 	n->fsm.restore = fsm_restore;
 	n->fsm.snapshot_async = NULL;
 
-	rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->raft_address);
+	rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
 	if (rv != 0) {
 		errf(errmsg, "raft: init: %s (%s)", raft_why(n, rv), raft_code_name(rv));
 		return rv == RAFT_NOMEM ? ERR_NOMEM : ERR_IO;
@@ -1221,10 +1744,46 @@ int rg_node_start(struct rg_node *n, struct core_engine *engine, char errmsg[ERR
 	raft_set_pre_vote(&n->raft, true);
 	raft_set_snapshot_threshold(&n->raft, n->snapshot_threshold);
 	raft_set_snapshot_trailing(&n->raft, n->snapshot_trailing);
+	/* A promotion to voter catches the node up in rounds; bound how long a dead or
+	 * slow spare can hold the one membership change c-raft allows at a time. */
+	raft_set_max_catch_up_rounds(&n->raft, 10);
+	raft_set_max_catch_up_round_duration(&n->raft, n->election_timeout_ms);
+	return 0;
+}
 
-	rv = bootstrap_if_fresh(n, errmsg);
+/* Warn when this node's addresses in the replicated configuration differ from the
+ * command line: the other nodes keep using the configured ones. */
+static void check_own_address(struct rg_node *n)
+{
+	const struct raft_server *srv = find_server(n, n->id);
+
+	if (srv != NULL && strcmp(srv->address, n->address) != 0)
+		LOGW("raft: this node is in the cluster configuration as \"%s\", not \"%s\": the "
+		     "other nodes use the configured addresses (remove the node and join it "
+		     "again to change them)",
+		     srv->address, n->address);
+}
+
+int rg_node_start(struct rg_node *n, struct core_engine *engine, char errmsg[ERR_MSG_LEN])
+{
+	int rv;
+
+	errmsg[0] = '\0';
+	if (n->state != RG_CREATED) {
+		errf(errmsg, "raft: node already started");
+		return ERR_INVALID;
+	}
+	n->engine = engine;
+	n->state = RG_FAILED; /* until the end of this function */
+
+	rv = setup_raft(n, errmsg);
 	if (rv != 0)
 		return rv;
+	if (!n->join) {
+		rv = bootstrap_if_fresh(n, errmsg);
+		if (rv != 0)
+			return rv;
+	}
 
 	rv = raft_start(&n->raft);
 	if (rv != 0) {
@@ -1235,12 +1794,45 @@ int rg_node_start(struct rg_node *n, struct core_engine *engine, char errmsg[ERR
 	n->raft_started = true;
 	n->state = RG_RUNNING;
 	n->last_state = RAFT_UNAVAILABLE;
+	check_own_address(n);
 	LOGI("raft: started node %" PRIu64 " (election timeout %u ms, heartbeat %u ms, "
-	     "snapshot threshold %u, trailing %u, segments %u MiB); last index %llu",
+	     "snapshot threshold %u, trailing %u, segments %u MiB); last index %llu, %u "
+	     "server(s) in the configuration",
 	     n->id, n->election_timeout_ms, n->election_timeout_ms / 10, n->snapshot_threshold,
-	     n->snapshot_trailing, RG_SEGMENT_SIZE >> 20, raft_last_index(&n->raft));
+	     n->snapshot_trailing, RG_SEGMENT_SIZE >> 20, raft_last_index(&n->raft),
+	     n->raft.configuration.n);
 	uv_prepare_start(&n->monitor, monitor_cb);
 	return 0;
+}
+
+bool rg_node_has_configuration(struct rg_node *n)
+{
+	return n->raft_started && n->raft.configuration.n > 0;
+}
+
+void rg_node_handover(struct rg_node *n, rg_handover_cb cb)
+{
+	int rv;
+
+	if (!node_running(n) || raft_state(&n->raft) != RAFT_LEADER) {
+		cb(n);
+		return;
+	}
+	if (n->transfer_inflight) {
+		n->handover_cb = cb; /* a transfer is already under way */
+		return;
+	}
+	n->transfer_req.data = n;
+	rv = raft_transfer(&n->raft, &n->transfer_req, 0, transfer_cb);
+	if (rv != 0) {
+		LOGI("raft: no leadership hand-over before stopping: %s", raft_code_name(rv));
+		cb(n);
+		return;
+	}
+	LOGI("raft: handing leadership over to node %llu before stopping",
+	     (unsigned long long)n->transfer_req.id);
+	n->transfer_inflight = true;
+	n->handover_cb = cb;
 }
 
 /* ---- Stop and destroy ------------------------------------------------------------- */
@@ -1338,7 +1930,80 @@ void rg_node_destroy(struct rg_node *n)
 		fail_stop("rg_node_destroy on a node that is not stopped (state %d)", n->state);
 	free(n->data_dir);
 	free(n->raft_dir);
+	free(n->address);
 	free(n->raft_address);
 	free(n->pg_address);
 	free(n);
+}
+
+/* ---- Offline recovery ------------------------------------------------------------------ */
+
+static void recover_stopped(struct rg_node *n)
+{
+	(void)n;
+}
+
+int rg_recover(const char *data_dir, const char *raft_address, const char *pg_address,
+	       char errmsg[ERR_MSG_LEN])
+{
+	struct raft_configuration conf;
+	struct rg_config cfg;
+	struct rg_node *n = NULL;
+	uv_loop_t loop;
+	char *raft_dir, *id_path;
+	bool has_state, has_id;
+	int rv;
+
+	errmsg[0] = '\0';
+	raft_dir = join_path(data_dir, RG_RAFT_DIR);
+	id_path = join_path(data_dir, RG_NODE_ID_FILE);
+	if (raft_dir == NULL || id_path == NULL) {
+		free(raft_dir);
+		free(id_path);
+		errf(errmsg, "out of memory");
+		return ERR_NOMEM;
+	}
+	has_state = dir_has_entries(raft_dir);
+	has_id = access(id_path, F_OK) == 0;
+	free(raft_dir);
+	free(id_path);
+	if (!has_state || !has_id) {
+		errf(errmsg, "%s holds no raft state of a pqlite node: nothing to recover",
+		     data_dir);
+		return ERR_INVALID;
+	}
+	if (uv_loop_init(&loop) != 0) {
+		errf(errmsg, "cannot create an event loop");
+		return ERR_NOMEM;
+	}
+	rg_config_defaults(&cfg);
+	cfg.data_dir = data_dir;
+	cfg.raft_address = raft_address;
+	cfg.pg_address = pg_address;
+	rv = rg_node_create(&loop, &cfg, &n, errmsg);
+	if (rv != 0) {
+		uv_loop_close(&loop);
+		return rv;
+	}
+	n->state = RG_FAILED; /* set up, never started: rg_node_stop closes it */
+	rv = setup_raft(n, errmsg);
+	if (rv == 0) {
+		raft_configuration_init(&conf);
+		rv = raft_configuration_add(&conf, n->id, n->address, RAFT_VOTER);
+		if (rv == 0)
+			rv = raft_recover(&n->raft, &conf);
+		raft_configuration_close(&conf);
+		if (rv != 0) {
+			errf(errmsg, "raft: recover: %s (%s)", raft_why(n, rv), raft_code_name(rv));
+			rv = ERR_IO;
+		} else {
+			LOGI("raft: recovered: node %" PRIu64 " (%s) is now the only voter", n->id,
+			     n->address);
+		}
+	}
+	rg_node_stop(n, recover_stopped);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	rg_node_destroy(n);
+	uv_loop_close(&loop);
+	return rv;
 }

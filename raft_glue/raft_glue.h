@@ -19,6 +19,9 @@ struct rg_config {
 	unsigned snapshot_trailing;  /* entries kept after a snapshot, default 8192 (0: default);
 				      * must be >= snapshot_threshold */
 	unsigned election_timeout_ms;/* default 2000; heartbeat is a tenth */
+	bool join;                   /* with a fresh directory: start with no configuration
+				      * and wait to be added (pqlite_join through a member)
+				      * instead of bootstrapping a new cluster */
 };
 
 void rg_config_defaults(struct rg_config *c);
@@ -51,5 +54,22 @@ void rg_node_stop(struct rg_node *n, rg_stop_cb cb);
 void rg_node_destroy(struct rg_node *n);
 
 uint64_t rg_node_id(struct rg_node *n);
+
+/* True when the node has raft state: it was bootstrapped or has been added to a
+ * cluster (valid after rg_node_start). A joining node without it must be added. */
+bool rg_node_has_configuration(struct rg_node *n);
+
+/* Before stopping a leader: transfer leadership to another voter and call cb once the
+ * transfer completed or failed (at most about an election timeout later), or right away
+ * (synchronously) when this node does not lead or has no voter to hand over to. */
+typedef void (*rg_handover_cb)(struct rg_node *n);
+void rg_node_handover(struct rg_node *n, rg_handover_cb cb);
+
+/* Offline recovery from a lost quorum (pqlite recover): on a stopped node's data
+ * directory, append a configuration with this node as the only voter, so it can start
+ * alone; see docs/cluster.md. raft_address and pg_address are this node's addresses.
+ * Returns 0 or an error with errmsg filled. */
+int rg_recover(const char *data_dir, const char *raft_address, const char *pg_address,
+	       char errmsg[ERR_MSG_LEN]);
 
 #endif

@@ -42,6 +42,8 @@ struct options {
 	unsigned election_timeout_ms;
 	uint64_t mem_cap;
 	size_t max_msg_len;
+	char join[64];          /* "" unless --join */
+	bool standby;           /* --follower-mode standby */
 };
 
 struct server {
@@ -65,6 +67,11 @@ static void usage(FILE *f)
 		"  --data DIR                 data directory (default ./data); created if missing\n"
 		"  --listen HOST:PORT         PostgreSQL address (default 127.0.0.1:5433)\n"
 		"  --raft HOST:PORT           Raft address, IPv4 literal (default 127.0.0.1:7433)\n"
+		"  --join HOST:PORT           join the cluster of the member with this PostgreSQL\n"
+		"                             address (only when the data directory is new)\n"
+		"  --follower-mode MODE       proxy (default): sessions on a follower are relayed to\n"
+		"                             the leader; standby: a follower serves reads itself\n"
+		"                             and refuses writes (hot standby)\n"
 		"  --snapshot-threshold N     log entries between snapshots (default 8192)\n"
 		"  --snapshot-trailing N      entries kept after a snapshot (default 8192, and at\n"
 		"                             least the threshold)\n"
@@ -77,7 +84,15 @@ static void usage(FILE *f)
 		"  --memory-limit BYTES       cap on database images held in memory (default 0 = none)\n"
 		"  --max-message-size BYTES   largest protocol message accepted (default 67108864)\n"
 		"  --log-level LEVEL          debug, info, warn or error (default info)\n"
-		"  --help                     show this help\n");
+		"  --help                     show this help\n"
+		"\n"
+		"Cluster administration (see docs/cluster.md):\n"
+		"  pqlite status   [--host HOST:PORT] [--timeout MS]\n"
+		"  pqlite remove   [--host HOST:PORT] [--timeout MS] ID\n"
+		"  pqlite transfer [--host HOST:PORT] [--timeout MS] [ID]\n"
+		"  pqlite recover  [--data DIR] [--listen HOST:PORT] [--raft HOST:PORT]\n"
+		"                  offline, after a lost quorum: make this stopped node the only\n"
+		"                  voter of its cluster\n");
 }
 
 /* Parse "a.b.c.d:port" (IPv4 literal). */
@@ -123,7 +138,7 @@ static bool parse_uint(const char *s, unsigned long long max, unsigned long long
 static int parse_options(int argc, char **argv, struct options *o)
 {
 	enum { O_DATA = 1, O_LISTEN, O_RAFT, O_THRESH, O_TRAIL, O_APPLY, O_IDLE, O_ELECT, O_MEM,
-	       O_MSG, O_LOG, O_HELP };
+	       O_MSG, O_LOG, O_HELP, O_JOIN, O_FMODE };
 	static const struct option longopts[] = {
 		{"data", required_argument, NULL, O_DATA},
 		{"listen", required_argument, NULL, O_LISTEN},
@@ -137,11 +152,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{"max-message-size", required_argument, NULL, O_MSG},
 		{"log-level", required_argument, NULL, O_LOG},
 		{"help", no_argument, NULL, O_HELP},
+		{"join", required_argument, NULL, O_JOIN},
+		{"follower-mode", required_argument, NULL, O_FMODE},
 		{NULL, 0, NULL, 0},
 	};
 	unsigned long long v;
 	int c;
 
+	memset(o, 0, sizeof *o);
 	o->data = "./data";
 	snprintf(o->listen, sizeof o->listen, "127.0.0.1:5433");
 	snprintf(o->raft, sizeof o->raft, "127.0.0.1:7433");
@@ -163,16 +181,26 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case O_LISTEN:
 		case O_RAFT:
+		case O_JOIN:
 			if (strlen(optarg) >= sizeof o->listen ||
 			    !parse_address(optarg, NULL, 0, NULL)) {
 				fprintf(stderr,
 					"pqlite: invalid address \"%s\" for --%s: expected an IPv4 "
 					"literal and a port, like 127.0.0.1:5433\n",
-					optarg, c == O_LISTEN ? "listen" : "raft");
+					optarg,
+					c == O_LISTEN ? "listen" : c == O_RAFT ? "raft" : "join");
 				return 2;
 			}
-			snprintf(c == O_LISTEN ? o->listen : o->raft, sizeof o->listen, "%s",
-				 optarg);
+			snprintf(c == O_LISTEN ? o->listen : c == O_RAFT ? o->raft : o->join,
+				 sizeof o->listen, "%s", optarg);
+			break;
+		case O_FMODE:
+			if (strcmp(optarg, "proxy") == 0)
+				o->standby = false;
+			else if (strcmp(optarg, "standby") == 0)
+				o->standby = true;
+			else
+				goto bad_value;
 			break;
 		case O_THRESH:
 			if (!parse_uint(optarg, UINT_MAX, &v) || v < 1)
@@ -359,6 +387,18 @@ static void pgw_stopped(void *arg)
 	rg_node_stop(s->node, raft_stopped);
 }
 
+/* A leader hands leadership over first (bounded by about an election timeout), so that
+ * the cluster does not wait for an election; then clients, then Raft. */
+static void handover_done(struct rg_node *n)
+{
+	struct server *s = the_server;
+
+	if (s->pgw != NULL)
+		pgw_server_stop(s->pgw, pgw_stopped, s);
+	else
+		rg_node_stop(s->node, raft_stopped);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
 	struct server *s = sig->data;
@@ -368,10 +408,39 @@ static void on_signal(uv_signal_t *sig, int signum)
 	}
 	s->stopping = true;
 	LOGI("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-	if (s->pgw != NULL)
-		pgw_server_stop(s->pgw, pgw_stopped, s);
-	else
-		rg_node_stop(s->node, raft_stopped);
+	rg_node_handover(s->node, handover_done);
+}
+
+/* pqlite recover: offline, on the most advanced survivor of a lost quorum. */
+static int recover_main(int argc, char **argv)
+{
+	struct options o;
+	char errmsg[ERR_MSG_LEN] = "";
+	struct stat st;
+	int rv, lock_fd;
+
+	rv = parse_options(argc, argv, &o);
+	if (rv == 1)
+		return 0;
+	if (rv != 0)
+		return rv;
+	if (stat(o.data, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "pqlite: recover: no data directory \"%s\"\n", o.data);
+		return 1;
+	}
+	if (prepare_data_dir(o.data, &lock_fd) != 0)
+		return 1;
+	rv = rg_recover(o.data, o.raft, o.listen, errmsg);
+	close(lock_fd);
+	if (rv != 0) {
+		fprintf(stderr, "pqlite: recover: %s\n", errmsg);
+		return 1;
+	}
+	printf("recovered: this node (raft %s, pg %s) is now the only voter of its cluster.\n"
+	       "Start it normally, then add the other nodes again with --join after emptying "
+	       "their data directories (see docs/cluster.md).\n",
+	       o.raft, o.listen);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -384,6 +453,8 @@ int main(int argc, char **argv)
 	char errmsg[ERR_MSG_LEN] = "";
 	int rv;
 
+	if (argc > 1 && strcmp(argv[1], "recover") == 0)
+		return recover_main(argc - 1, argv + 1);
 	rv = parse_options(argc, argv, &o);
 	if (rv == 1)
 		return 0; /* --help */
@@ -409,6 +480,7 @@ int main(int argc, char **argv)
 	rcfg.snapshot_threshold = o.snapshot_threshold;
 	rcfg.snapshot_trailing = o.snapshot_trailing;
 	rcfg.election_timeout_ms = o.election_timeout_ms;
+	rcfg.join = o.join[0] != '\0';
 	rv = rg_node_create(&s.loop, &rcfg, &s.node, errmsg);
 	if (rv != 0) {
 		fprintf(stderr, "pqlite: %s\n", errmsg);
@@ -452,6 +524,10 @@ int main(int argc, char **argv)
 
 	LOGI("node %llu: data in %s, raft on %s", (unsigned long long)rg_node_id(s.node), o.data,
 	     o.raft);
+	if (o.join[0] != '\0' && !rg_node_has_configuration(s.node))
+		LOGI("joining the cluster of %s", o.join);
+	else if (o.join[0] != '\0')
+		LOGI("already a cluster member: --join %s ignored", o.join);
 	LOGI("listening on %s; connect with: psql -h %s -p %d -U postgres postgres", o.listen,
 	     o.listen_host, o.listen_port);
 

@@ -682,9 +682,25 @@ static void test_snapshot_restore(void **state)
 	assert_int_equal(core_fsm_restore(fx->e2, buf, len / 2), ERR_CORRUPT);
 	assert_int_equal(core_fsm_restore(fx->e2, buf, 7), ERR_CORRUPT);
 	assert_int_equal(follower_count(fx, "t"), 120);
-	/* Restoring while sessions are open is refused. */
-	assert_int_equal(core_fsm_restore(fx->e, buf, len), ERR_BUSY);
-	assert_int_equal(core_fsm_restore(fx->e2, buf, len), 0);
+	/* Sessions open on a follower (stale reads) do not stop a restore: an idle one
+	 * moves to the restored image, one inside a transaction ends with ERR_SHUTDOWN. */
+	{
+		struct core_session *idle, *busy;
+		assert_int_equal(core_session_open(fx->e2, "postgres", &idle), 0);
+		assert_int_equal(core_session_open(fx->e2, "postgres", &busy), 0);
+		core_session_set_read_mode(idle, CORE_READ_STALE);
+		core_session_set_read_mode(busy, CORE_READ_STALE);
+		assert_int_equal(query_int(idle, "SELECT count(*) FROM t"), 120);
+		assert_int_equal(exec(&fx->repl, busy, "BEGIN"), CORE_DONE);
+		assert_int_equal(query_int(busy, "SELECT count(*) FROM t"), 120);
+		assert_true(core_session_in_txn(busy));
+		assert_int_equal(core_fsm_restore(fx->e2, buf, len), 0);
+		assert_int_equal(query_int(idle, "SELECT count(*) FROM t"), 120);
+		assert_int_equal(exec(&fx->repl, busy, "SELECT count(*) FROM t"), ERR_SHUTDOWN);
+		assert_int_equal(core_session_error(busy)->code, ERR_SHUTDOWN);
+		core_session_close(busy);
+		core_session_close(idle);
+	}
 	free(buf);
 	assert_int_equal(follower_count(fx, "t"), 120);
 	assert_int_equal(exec(&fx->repl, s, "DELETE FROM t WHERE rowid % 2 = 0"), CORE_DONE);

@@ -708,6 +708,95 @@ static void test_snapshot_restore(void **state)
 	core_session_close(s);
 }
 
+/* pqlite_cluster and the cluster functions, with a replicator that reports two members
+ * and answers changes with a scripted result. */
+static int change_rv;
+static enum core_change_op change_op;
+static uint64_t change_id;
+
+static unsigned two_members(struct core_replication *r, struct core_member *out, unsigned max)
+{
+	static const struct core_member m[2] = {
+		{7, "127.0.0.1:7433", "127.0.0.1:5433", CORE_ROLE_VOTER, true, 42, 0},
+		{9, "127.0.0.1:7434", "127.0.0.1:5434", CORE_ROLE_SPARE, false, -1, -1},
+	};
+	unsigned i;
+	for (i = 0; i < 2 && i < max; i++)
+		out[i] = m[i];
+	return 2;
+}
+
+static int scripted_change(struct core_replication *r, enum core_change_op op, uint64_t id,
+			   const char *raft, const char *pg, enum core_role *role,
+			   uint64_t *id_out, char errmsg[256])
+{
+	change_op = op;
+	change_id = id;
+	if (change_rv != 0) {
+		snprintf(errmsg, 256, "scripted failure");
+		return change_rv;
+	}
+	*role = CORE_ROLE_SPARE;
+	*id_out = id != 0 ? id : 9;
+	return 0;
+}
+
+static void test_cluster_sql(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *s;
+	struct core_stmt *st;
+	struct result r = {0, 0};
+	sqlite3_stmt *ss;
+
+	fx->repl.r.members = two_members;
+	fx->repl.r.change = scripted_change;
+	assert_int_equal(core_session_open(fx->e, "postgres", &s), 0);
+	assert_int_equal(query_int(s, "SELECT count(*) FROM pqlite_cluster"), 2);
+	assert_int_equal(query_int(s, "SELECT id FROM pqlite_cluster WHERE is_leader"), 7);
+	assert_int_equal(query_int(s, "SELECT count(*) FROM pqlite_cluster WHERE lag IS NULL "
+				      "AND applied_index IS NULL AND role = 'spare'"), 1);
+	assert_int_equal(core_session_prepare(s, "SELECT pg_address FROM pqlite_cluster "
+						 "ORDER BY id DESC", -1, NULL, &st), 0);
+	assert_int_equal(core_stmt_step(st, step_cb, &r), CORE_ROW);
+	ss = core_stmt_sqlite(st);
+	assert_string_equal((const char *)sqlite3_column_text(ss, 0), "127.0.0.1:5434");
+	core_stmt_finalize(st);
+	/* Read-only: no writes to the relation. */
+	assert_int_equal(exec(&fx->repl, s, "DELETE FROM pqlite_cluster"), ERR_SQL);
+
+	change_rv = 0;
+	assert_int_equal(query_int(s, "SELECT pqlite_transfer()"), 9);
+	assert_int_equal(change_op, CORE_CHANGE_TRANSFER);
+	assert_int_equal(query_int(s, "SELECT pqlite_remove(9)"), 9);
+	assert_int_equal(change_op, CORE_CHANGE_REMOVE);
+	assert_int_equal(change_id, 9);
+	assert_int_equal(exec(&fx->repl, s, "SELECT pqlite_join(11, '127.0.0.1:1', "
+					   "'127.0.0.1:2')"), CORE_DONE);
+	assert_int_equal(change_op, CORE_CHANGE_JOIN);
+
+	/* Errors carry their SQLSTATE; a later plain SQL error does not inherit it. */
+	change_rv = ERR_BUSY;
+	assert_int_equal(exec(&fx->repl, s, "SELECT pqlite_remove(9)"), ERR_SQL);
+	assert_string_equal(core_session_error(s)->sqlstate, "55006");
+	assert_string_equal(core_session_error(s)->msg, "scripted failure");
+	change_rv = ERR_NOTLEADER;
+	assert_int_equal(exec(&fx->repl, s, "SELECT pqlite_transfer(7)"), ERR_SQL);
+	assert_string_equal(core_session_error(s)->sqlstate, "25006");
+	assert_int_equal(exec(&fx->repl, s, "SELECT pqlite_remove(0)"), ERR_SQL);
+	assert_string_equal(core_session_error(s)->sqlstate, "22023");
+	assert_int_equal(exec(&fx->repl, s, "SELECT pqlite_join(1, 'no|pipes', '1.2.3.4:5')"),
+			 ERR_SQL);
+	assert_string_equal(core_session_error(s)->sqlstate, "22023");
+	assert_int_equal(exec(&fx->repl, s, "SELECT nosuchfunction()"), ERR_SQL);
+	assert_string_equal(core_session_error(s)->sqlstate, "");
+	assert_int_equal(exec(&fx->repl, s, "SELECT 1/0 + abs(-9223372036854775807 - 1)"),
+			 ERR_SQL);
+	assert_string_equal(core_session_error(s)->sqlstate, "");
+	change_rv = 0;
+	core_session_close(s);
+}
+
 static void test_guard_rails(void **state)
 {
 	struct fixture *fx = *state;
@@ -749,6 +838,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_databases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_guard_rails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cluster_sql, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,8 @@ int pgw_frame(const struct buf *in, enum pgw_phase phase, size_t max_len, struct
 	uint32_t len;
 
 	head = phase == PGW_PHASE_STARTUP ? 0 : 1;
-	if (head && have >= 1 && (p[0] == 0 || strchr(FRONTEND_TYPES, p[0]) == NULL)) {
+	if (phase == PGW_PHASE_NORMAL && have >= 1 &&
+	    (p[0] == 0 || strchr(FRONTEND_TYPES, p[0]) == NULL)) {
 		/* As PostgreSQL: an unknown type is fatal as soon as its byte arrives, without
 		 * waiting for a body whose length nobody can trust. */
 		out->type = p[0];
@@ -154,6 +155,61 @@ bad:
 	return ERR_PROTO;
 }
 
+int pgw_error_decode(const struct pgw_msg *m, struct pgw_error *out)
+{
+	const char *p = (const char *)m->body, *sev_s = NULL, *sev_v = NULL;
+	size_t left = m->len;
+
+	memset(out, 0, sizeof(*out));
+	out->code = "";
+	out->message = "";
+	for (;;) {
+		char code;
+		size_t n;
+
+		if (left == 0)
+			return ERR_PROTO; /* the terminator is missing */
+		code = *p++;
+		left--;
+		if (code == 0)
+			break;
+		n = strnlen(p, left);
+		if (n == left)
+			return ERR_PROTO; /* unterminated string */
+		switch (code) {
+		case 'S': sev_s = p; break;
+		case 'V': sev_v = p; break;
+		case 'C': out->code = p; break;
+		case 'M': out->message = p; break;
+		case 'D': out->detail = p; break;
+		case 'H': out->hint = p; break;
+		default: break;
+		}
+		p += n + 1;
+		left -= n + 1;
+	}
+	if (left != 0)
+		return ERR_PROTO; /* bytes after the terminator */
+	out->severity = sev_v != NULL ? sev_v : sev_s != NULL ? sev_s : "";
+	return 0;
+}
+
+int pgw_parameter_status_decode(const struct pgw_msg *m, const char **name, const char **value)
+{
+	const char *p = (const char *)m->body;
+	size_t n1, n2;
+
+	n1 = strnlen(p, m->len);
+	if (n1 == m->len)
+		return ERR_PROTO;
+	n2 = strnlen(p + n1 + 1, m->len - n1 - 1);
+	if (n1 + 1 + n2 != m->len - 1)
+		return ERR_PROTO; /* unterminated, or bytes after the value */
+	*name = p;
+	*value = p + n1 + 1;
+	return 0;
+}
+
 int pgw_terminate_decode(const struct pgw_msg *m, const char **reason)
 {
 	if (m->len != 0) {
@@ -211,6 +267,27 @@ void pgw_buf_finish(struct buf *b, size_t mark)
 		return;
 	}
 	put_u32be(b->data + mark, (uint32_t)len);
+}
+
+void pgw_encode_startup(struct buf *b, unsigned n, const char *const *kv)
+{
+	size_t mark = b->len;
+	unsigned i;
+
+	buf_put_u32be(b, 0); /* patched below: the length counts itself */
+	buf_put_u32be(b, PGW_PROTOCOL_3_0);
+	for (i = 0; i < 2 * n; i++)
+		pgw_buf_put_str(b, kv[i]);
+	buf_put_u8(b, 0);
+	if (!b->failed)
+		put_u32be(b->data + mark, (uint32_t)(b->len - mark));
+}
+
+void pgw_encode_query(struct buf *b, const char *sql)
+{
+	size_t m = pgw_buf_start(b, 'Q');
+	pgw_buf_put_str(b, sql);
+	pgw_buf_finish(b, m);
 }
 
 void pgw_encode_auth_ok(struct buf *b)

@@ -28,7 +28,9 @@
 
 enum pgw_phase {
 	PGW_PHASE_STARTUP, /* no type byte */
-	PGW_PHASE_NORMAL,  /* type byte + length */
+	PGW_PHASE_NORMAL,  /* type byte + length, from a frontend: unknown types rejected */
+	PGW_PHASE_BACKEND, /* type byte + length, from a backend (the proxy's upstream): any
+			    * type byte is framed by its length */
 };
 
 /* Results of pgw_frame. */
@@ -121,6 +123,11 @@ struct pgw_error {
 	int position;         /* 1-based character index in the query; 0 when absent */
 };
 
+/* Frontend messages, for the proxy's upstream connection. */
+/* StartupMessage 3.0 with n key/value pairs: kv[2i] is a key, kv[2i+1] its value. */
+void pgw_encode_startup(struct buf *b, unsigned n, const char *const *kv);
+void pgw_encode_query(struct buf *b, const char *sql);
+
 void pgw_encode_auth_ok(struct buf *b);
 void pgw_encode_parameter_status(struct buf *b, const char *name, const char *value);
 void pgw_encode_backend_key(struct buf *b, uint32_t pid, uint32_t secret);
@@ -142,5 +149,17 @@ void pgw_datarow_put(struct buf *b, const void *p, size_t n);
 /* A field of unknown length: begin, append its bytes with buf_put*, then end. */
 size_t pgw_datarow_field_begin(struct buf *b);
 void pgw_datarow_field_end(struct buf *b, size_t field_mark);
+
+/* ---- Backend message decoders (what the proxy reads from its upstream) ----------------- */
+
+/* ErrorResponse / NoticeResponse: fills severity (the non-localized 'V' field, else 'S'),
+ * code, message, detail and hint with pointers into the body (absent fields: "" for the
+ * first three, NULL for detail and hint; position 0). The body must be a list of
+ * {byte code, string} fields ended by a NUL as its last byte, every string terminated
+ * inside it. Returns 0 or ERR_PROTO. */
+int pgw_error_decode(const struct pgw_msg *m, struct pgw_error *out);
+
+/* ParameterStatus ('S'): name and value, both terminated inside the body. */
+int pgw_parameter_status_decode(const struct pgw_msg *m, const char **name, const char **value);
 
 #endif

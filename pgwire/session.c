@@ -3,6 +3,7 @@
  *
  * States (enum sess_state) and moves:
  *   STARTUP --StartupMessage ok--> IDLE --Query--> QUERY --done--> IDLE
+ *   STARTUP --StartupMessage ok on a PROXY-mode follower--> PROXY (proxy.c relays)
  *   QUERY --core returned CORE_PENDING--> PENDING --callback--> QUERY
  *   any --FATAL, Terminate, CancelRequest, output failure--> CLOSING (final)
  * A Query message runs as a small program of steps (enum q_phase): pick the next
@@ -20,7 +21,9 @@
 
 #include "../lib/log.h"
 #include "codec.h"
+#include "lex.h"
 #include "pgwire.h"
+#include "proxy.h"
 
 _Static_assert(PGW_CODEC_STARTUP_MAX_LEN == PGW_STARTUP_MAX_LEN, "startup limits differ");
 
@@ -29,6 +32,7 @@ enum sess_state {
 	ST_IDLE,    /* between messages */
 	ST_QUERY,   /* running a Query message (may be suspended on a full output) */
 	ST_PENDING, /* a core call returned CORE_PENDING; input is buffered */
+	ST_PROXY,   /* relaying to the leader: messages go to s->proxy */
 	ST_CLOSING, /* final: nothing more is processed */
 };
 
@@ -70,6 +74,7 @@ struct query {
 	size_t len;
 	size_t pos;           /* where the next statement search starts */
 	size_t stmt_pos;      /* start of the current statement in sql */
+	size_t first_pos;     /* start of the message's first statement */
 	bool multi;           /* the message holds more than one statement */
 	bool failed;          /* an error ended the message: skip the rest */
 	enum q_phase phase;
@@ -108,6 +113,16 @@ struct pgw_session {
 	int result_rc;
 	bool server_aborted;  /* the core ended our explicit transaction behind our back */
 
+	int follower_mode;    /* PGW_FOLLOWER_* */
+	unsigned apply_timeout_ms;
+	const struct pgw_upstream_ops *up_ops;
+	void *up_arg;
+	bool proxied;         /* the client is another node's proxy (pqlite.proxied=1) */
+	bool reported_standby; /* in_hot_standby last reported "on" */
+	bool read_mode_explicit; /* SET pqlite.read_consistency chose the mode */
+	bool terminate_pending; /* end with FATAL 57P01 once the current message is done */
+	struct pgw_proxy *proxy; /* ST_PROXY */
+
 	char *user;
 	char *database;
 	struct core_session *core;
@@ -122,40 +137,6 @@ struct db_op {
 };
 
 /* ---- Small helpers ------------------------------------------------------------------- */
-
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-static bool is_word_start(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-}
-
-static bool is_word_char(char c)
-{
-	return is_word_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-
-static char to_upper(char c)
-{
-	return (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
-}
-
-static char to_lower(char c)
-{
-	return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
-static bool eq_nocase(const char *a, size_t alen, const char *b)
-{
-	size_t i;
-	for (i = 0; i < alen; i++)
-		if (b[i] == '\0' || to_upper(a[i]) != to_upper(b[i]))
-			return false;
-	return b[alen] == '\0';
-}
 
 /* True when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or code points above
  * U+10FFFF). */
@@ -210,125 +191,7 @@ static int char_position(const char *s, size_t off)
 	return n;
 }
 
-/* ---- Lexing: blanks, words, statement boundaries ----------------------------------- */
-
-/* Skip whitespace and comments from i; returns the first other position (or len). */
-static size_t skip_blank(const char *s, size_t len, size_t i)
-{
-	for (;;) {
-		if (i < len && is_space(s[i])) {
-			i++;
-		} else if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
-			while (i < len && s[i] != '\n')
-				i++;
-		} else if (i + 1 < len && s[i] == '/' && s[i + 1] == '*') {
-			i += 2;
-			while (i + 1 < len && !(s[i] == '*' && s[i + 1] == '/'))
-				i++;
-			i = i + 1 < len ? i + 2 : len;
-		} else {
-			return i;
-		}
-	}
-}
-
-/* Skip a quoted string or identifier opening at s[i]; returns the position after it. */
-static size_t skip_quoted(const char *s, size_t len, size_t i)
-{
-	char close = s[i] == '[' ? ']' : s[i];
-	i++;
-	while (i < len && s[i] != close)
-		i++;
-	return i < len ? i + 1 : len;
-}
-
-/* Read the next word after blanks into *w / *wlen; false when the next token is not a
- * word. Advances *i past the word. */
-static bool next_word(const char *s, size_t len, size_t *i, const char **w, size_t *wlen)
-{
-	size_t j = skip_blank(s, len, *i);
-	size_t k = j;
-
-	if (j >= len || !is_word_start(s[j]))
-		return false;
-	while (k < len && is_word_char(s[k]))
-		k++;
-	*w = s + j;
-	*wlen = k - j;
-	*i = k;
-	return true;
-}
-
-/* Find the next non-empty statement at or after `from`: [*start, *end) where *start is its
- * first token and *end is just past its terminating ';' (or the end of the text). A ';'
- * inside a CREATE TRIGGER body does not end the statement (sqlite3_complete decides; it
- * needs NUL-terminated text, so s is modified briefly and restored). */
-static bool split_next(char *s, size_t len, size_t from, size_t *start, size_t *end)
-{
-	size_t i = from;
-	unsigned n_words = 0;
-	bool create = false, trigger = false;
-
-	for (;;) {
-		i = skip_blank(s, len, i);
-		if (i >= len)
-			return false;
-		if (s[i] != ';')
-			break;
-		i++; /* an empty statement */
-	}
-	*start = i;
-	while (i < len) {
-		char c = s[i];
-
-		if (c == '\'' || c == '"' || c == '`' || c == '[') {
-			i = skip_quoted(s, len, i);
-		} else if ((c == '-' && i + 1 < len && s[i + 1] == '-') ||
-			   (c == '/' && i + 1 < len && s[i + 1] == '*')) {
-			i = skip_blank(s, len, i);
-		} else if (c == ';') {
-			i++;
-			if (trigger) {
-				char saved = s[i]; /* s[len] is the message's NUL */
-				int complete;
-				s[i] = '\0';
-				complete = sqlite3_complete(s + *start);
-				s[i] = saved;
-				if (!complete)
-					continue;
-			}
-			*end = i;
-			return true;
-		} else if (is_word_start(c)) {
-			size_t j = i;
-			while (j < len && is_word_char(s[j]))
-				j++;
-			n_words++;
-			if (n_words == 1)
-				create = eq_nocase(s + i, j - i, "CREATE");
-			else if (create && n_words <= 3 && eq_nocase(s + i, j - i, "TRIGGER"))
-				trigger = true;
-			i = j;
-		} else {
-			i++;
-		}
-	}
-	*end = len;
-	return true;
-}
-
-/* Number of non-empty statements in the text, counting at most `limit`. */
-static unsigned count_statements(char *s, size_t len, unsigned limit)
-{
-	size_t pos = 0, start, end;
-	unsigned n = 0;
-
-	while (n < limit && split_next(s, len, pos, &start, &end)) {
-		n++;
-		pos = end;
-	}
-	return n;
-}
+/* ---- Statement classes ---------------------------------------------------------------- */
 
 /* Classify the statement s[0..len) and, for transaction control, fill the tag. */
 static enum stmt_class classify(const char *s, size_t len, char *tag, size_t tag_size)
@@ -336,62 +199,65 @@ static enum stmt_class classify(const char *s, size_t len, char *tag, size_t tag
 	const char *w, *w2;
 	size_t wl, wl2, i = 0;
 
-	if (!next_word(s, len, &i, &w, &wl))
+	if (!pgw_next_word(s, len, &i, &w, &wl))
 		return C_USER;
-	if (eq_nocase(w, wl, "BEGIN")) {
+	if (pgw_eq_nocase(w, wl, "BEGIN")) {
 		snprintf(tag, tag_size, "BEGIN");
 		return C_BEGIN;
 	}
-	if (eq_nocase(w, wl, "START")) {
-		if (next_word(s, len, &i, &w2, &wl2) && eq_nocase(w2, wl2, "TRANSACTION")) {
+	if (pgw_eq_nocase(w, wl, "START")) {
+		if (pgw_next_word(s, len, &i, &w2, &wl2) && pgw_eq_nocase(w2, wl2, "TRANSACTION")) {
 			snprintf(tag, tag_size, "START TRANSACTION");
 			return C_BEGIN;
 		}
 		return C_USER;
 	}
-	if (eq_nocase(w, wl, "COMMIT") || eq_nocase(w, wl, "END")) {
+	if (pgw_eq_nocase(w, wl, "COMMIT") || pgw_eq_nocase(w, wl, "END")) {
 		snprintf(tag, tag_size, "COMMIT");
 		return C_COMMIT;
 	}
-	if (eq_nocase(w, wl, "ROLLBACK") || eq_nocase(w, wl, "ABORT")) {
+	if (pgw_eq_nocase(w, wl, "ROLLBACK") || pgw_eq_nocase(w, wl, "ABORT")) {
 		/* ROLLBACK [TRANSACTION | WORK] TO [SAVEPOINT] x is not the end of the block. */
 		size_t j = i;
-		if (next_word(s, len, &j, &w2, &wl2)) {
-			if (eq_nocase(w2, wl2, "TRANSACTION") || eq_nocase(w2, wl2, "WORK")) {
-				if (!next_word(s, len, &j, &w2, &wl2))
+		if (pgw_next_word(s, len, &j, &w2, &wl2)) {
+			if (pgw_eq_nocase(w2, wl2, "TRANSACTION") ||
+			    pgw_eq_nocase(w2, wl2, "WORK")) {
+				if (!pgw_next_word(s, len, &j, &w2, &wl2))
 					wl2 = 0;
 			}
-			if (wl2 > 0 && eq_nocase(w2, wl2, "TO"))
+			if (wl2 > 0 && pgw_eq_nocase(w2, wl2, "TO"))
 				return C_ROLLBACK_TO;
 		}
 		snprintf(tag, tag_size, "ROLLBACK");
 		return C_ROLLBACK;
 	}
-	if (eq_nocase(w, wl, "SET") || eq_nocase(w, wl, "SHOW") || eq_nocase(w, wl, "RESET")) {
+	if (pgw_eq_nocase(w, wl, "SET") || pgw_eq_nocase(w, wl, "SHOW") ||
+	    pgw_eq_nocase(w, wl, "RESET")) {
 		/* Only pqlite's own settings for now; anything else goes to SQLite. */
 		size_t j = i;
 		const char *p1, *p2;
 		size_t l1, l2;
-		if (!next_word(s, len, &j, &p1, &l1))
+		if (!pgw_next_word(s, len, &j, &p1, &l1))
 			return C_USER;
-		if (eq_nocase(w, wl, "SET") &&
-		    (eq_nocase(p1, l1, "SESSION") || eq_nocase(p1, l1, "LOCAL")) &&
-		    !next_word(s, len, &j, &p1, &l1))
+		if (pgw_eq_nocase(w, wl, "SET") &&
+		    (pgw_eq_nocase(p1, l1, "SESSION") || pgw_eq_nocase(p1, l1, "LOCAL")) &&
+		    !pgw_next_word(s, len, &j, &p1, &l1))
 			return C_USER;
-		if (eq_nocase(p1, l1, "pqlite") && j < len && s[j] == '.') {
+		if (pgw_eq_nocase(p1, l1, "pqlite") && j < len && s[j] == '.') {
 			j++;
-			if (next_word(s, len, &j, &p2, &l2) && eq_nocase(p2, l2, "read_consistency")) {
-				snprintf(tag, tag_size, "%s", eq_nocase(w, wl, "SHOW") ? "SHOW"
-							    : eq_nocase(w, wl, "SET") ? "SET"
+			if (pgw_next_word(s, len, &j, &p2, &l2) &&
+			    pgw_eq_nocase(p2, l2, "read_consistency")) {
+				snprintf(tag, tag_size, "%s", pgw_eq_nocase(w, wl, "SHOW") ? "SHOW"
+							    : pgw_eq_nocase(w, wl, "SET") ? "SET"
 										      : "RESET");
 				return C_SETTING;
 			}
 		}
 		return C_USER;
 	}
-	if (eq_nocase(w, wl, "CREATE") || eq_nocase(w, wl, "DROP")) {
-		bool create = to_upper(w[0]) == 'C';
-		if (next_word(s, len, &i, &w2, &wl2) && eq_nocase(w2, wl2, "DATABASE")) {
+	if (pgw_eq_nocase(w, wl, "CREATE") || pgw_eq_nocase(w, wl, "DROP")) {
+		bool create = pgw_to_upper(w[0]) == 'C';
+		if (pgw_next_word(s, len, &i, &w2, &wl2) && pgw_eq_nocase(w2, wl2, "DATABASE")) {
 			snprintf(tag, tag_size, create ? "CREATE DATABASE" : "DROP DATABASE");
 			return create ? C_CREATE_DB : C_DROP_DB;
 		}
@@ -409,18 +275,18 @@ static bool parse_db_command(const char *s, size_t len, bool drop, bool *if_exis
 	size_t wl, i = 0, j, n = 0;
 
 	*if_exists = false;
-	next_word(s, len, &i, &w, &wl); /* CREATE | DROP */
-	next_word(s, len, &i, &w, &wl); /* DATABASE */
+	pgw_next_word(s, len, &i, &w, &wl); /* CREATE | DROP */
+	pgw_next_word(s, len, &i, &w, &wl); /* DATABASE */
 	if (drop) {
 		j = i;
-		if (next_word(s, len, &j, &w, &wl) && eq_nocase(w, wl, "IF")) {
-			if (!next_word(s, len, &j, &w, &wl) || !eq_nocase(w, wl, "EXISTS"))
+		if (pgw_next_word(s, len, &j, &w, &wl) && pgw_eq_nocase(w, wl, "IF")) {
+			if (!pgw_next_word(s, len, &j, &w, &wl) || !pgw_eq_nocase(w, wl, "EXISTS"))
 				return false;
 			*if_exists = true;
 			i = j;
 		}
 	}
-	i = skip_blank(s, len, i);
+	i = pgw_skip_blank(s, len, i);
 	if (i < len && s[i] == '"') {
 		for (i++; i < len; i++) {
 			if (s[i] == '"') {
@@ -435,11 +301,11 @@ static bool parse_db_command(const char *s, size_t len, bool drop, bool *if_exis
 		}
 		if (i >= len)
 			return false; /* unterminated */
-	} else if (i < len && is_word_start(s[i])) {
-		for (; i < len && is_word_char(s[i]); i++) {
+	} else if (i < len && pgw_is_word_start(s[i])) {
+		for (; i < len && pgw_is_word_char(s[i]); i++) {
 			if (n + 1 >= name_size)
 				return false;
-			name[n++] = to_lower(s[i]);
+			name[n++] = pgw_to_lower(s[i]);
 		}
 	} else {
 		return false;
@@ -455,48 +321,48 @@ static enum tag_kind tag_for(const char *s, size_t len, char *tag, size_t tag_si
 	size_t wl, wl2, i = 0, k;
 
 	tag[0] = '\0';
-	if (!next_word(s, len, &i, &w, &wl))
+	if (!pgw_next_word(s, len, &i, &w, &wl))
 		return TAG_PLAIN;
-	if (eq_nocase(w, wl, "INSERT") || eq_nocase(w, wl, "REPLACE"))
+	if (pgw_eq_nocase(w, wl, "INSERT") || pgw_eq_nocase(w, wl, "REPLACE"))
 		return TAG_INSERT;
-	if (eq_nocase(w, wl, "UPDATE"))
+	if (pgw_eq_nocase(w, wl, "UPDATE"))
 		return TAG_UPDATE;
-	if (eq_nocase(w, wl, "DELETE"))
+	if (pgw_eq_nocase(w, wl, "DELETE"))
 		return TAG_DELETE;
-	if (eq_nocase(w, wl, "SELECT") || eq_nocase(w, wl, "VALUES"))
+	if (pgw_eq_nocase(w, wl, "SELECT") || pgw_eq_nocase(w, wl, "VALUES"))
 		return TAG_SELECT;
-	if (eq_nocase(w, wl, "WITH")) {
+	if (pgw_eq_nocase(w, wl, "WITH")) {
 		/* The main verb is the first of these keywords outside parentheses. */
 		int depth = 0;
 		while (i < len) {
 			char c = s[i];
 			if (c == '\'' || c == '"' || c == '`' || c == '[') {
-				i = skip_quoted(s, len, i);
+				i = pgw_skip_quoted(s, len, i);
 			} else if (c == '(') {
 				depth++;
 				i++;
 			} else if (c == ')') {
 				depth--;
 				i++;
-			} else if (is_word_start(c)) {
+			} else if (pgw_is_word_start(c)) {
 				size_t j = i;
-				while (j < len && is_word_char(s[j]))
+				while (j < len && pgw_is_word_char(s[j]))
 					j++;
 				if (depth == 0) {
-					if (eq_nocase(s + i, j - i, "INSERT") ||
-					    eq_nocase(s + i, j - i, "REPLACE"))
+					if (pgw_eq_nocase(s + i, j - i, "INSERT") ||
+					    pgw_eq_nocase(s + i, j - i, "REPLACE"))
 						return TAG_INSERT;
-					if (eq_nocase(s + i, j - i, "UPDATE"))
+					if (pgw_eq_nocase(s + i, j - i, "UPDATE"))
 						return TAG_UPDATE;
-					if (eq_nocase(s + i, j - i, "DELETE"))
+					if (pgw_eq_nocase(s + i, j - i, "DELETE"))
 						return TAG_DELETE;
-					if (eq_nocase(s + i, j - i, "SELECT") ||
-					    eq_nocase(s + i, j - i, "VALUES"))
+					if (pgw_eq_nocase(s + i, j - i, "SELECT") ||
+					    pgw_eq_nocase(s + i, j - i, "VALUES"))
 						return TAG_SELECT;
 				}
 				i = j;
 			} else {
-				size_t j = skip_blank(s, len, i);
+				size_t j = pgw_skip_blank(s, len, i);
 				i = j > i ? j : i + 1;
 			}
 		}
@@ -504,18 +370,19 @@ static enum tag_kind tag_for(const char *s, size_t len, char *tag, size_t tag_si
 	}
 	/* Otherwise the upper-cased keyword, and for CREATE/DROP/ALTER the object kind. */
 	for (k = 0; k < wl && k + 1 < tag_size; k++)
-		tag[k] = to_upper(w[k]);
+		tag[k] = pgw_to_upper(w[k]);
 	tag[k] = '\0';
-	if (eq_nocase(w, wl, "CREATE") || eq_nocase(w, wl, "DROP") || eq_nocase(w, wl, "ALTER")) {
-		while (next_word(s, len, &i, &w2, &wl2)) {
-			if (eq_nocase(w2, wl2, "TEMP") || eq_nocase(w2, wl2, "TEMPORARY") ||
-			    eq_nocase(w2, wl2, "UNIQUE") || eq_nocase(w2, wl2, "VIRTUAL"))
+	if (pgw_eq_nocase(w, wl, "CREATE") || pgw_eq_nocase(w, wl, "DROP") ||
+	    pgw_eq_nocase(w, wl, "ALTER")) {
+		while (pgw_next_word(s, len, &i, &w2, &wl2)) {
+			if (pgw_eq_nocase(w2, wl2, "TEMP") || pgw_eq_nocase(w2, wl2, "TEMPORARY") ||
+			    pgw_eq_nocase(w2, wl2, "UNIQUE") || pgw_eq_nocase(w2, wl2, "VIRTUAL"))
 				continue;
 			if (k + 1 + wl2 + 1 <= tag_size && wl2 < 32) {
 				size_t m;
 				tag[k++] = ' ';
 				for (m = 0; m < wl2; m++)
-					tag[k++] = to_upper(w2[m]);
+					tag[k++] = pgw_to_upper(w2[m]);
 				tag[k] = '\0';
 			}
 			break;
@@ -576,7 +443,7 @@ static uint32_t oid_from_decltype(const char *decl)
 		}
 		if (depth > 0)
 			continue;
-		if (is_space(c)) {
+		if (pgw_is_space(c)) {
 			space = n > 0;
 			continue;
 		}
@@ -588,7 +455,7 @@ static uint32_t oid_from_decltype(const char *decl)
 		}
 		if (n + 1 >= sizeof(norm))
 			return 25;
-		norm[n++] = to_lower(c);
+		norm[n++] = pgw_to_lower(c);
 	}
 	norm[n] = '\0';
 	for (i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++)
@@ -651,7 +518,7 @@ static bool text_is_true(const char *p, size_t n)
 	static const char *const yes[] = {"t", "true", "1", "yes", "on"};
 	size_t i;
 	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
-		if (eq_nocase(p, n, yes[i]))
+		if (pgw_eq_nocase(p, n, yes[i]))
 			return true;
 	return false;
 }
@@ -765,12 +632,32 @@ static void send_error(struct pgw_session *s, const char *code, const char *mess
 }
 
 /* Send FATAL and stop processing; the caller flushes the output and closes. */
-static void send_fatal(struct pgw_session *s, const char *code, const char *message)
+static void send_fatal_detail(struct pgw_session *s, const char *code, const char *message,
+			      const char *detail)
 {
-	struct pgw_error e = {"FATAL", code, message, NULL, NULL, 0};
+	struct pgw_error e = {"FATAL", code, message, detail, NULL, 0};
 	pgw_encode_error(&s->out, 'E', &e);
 	s->state = ST_CLOSING;
 }
+
+static void send_fatal(struct pgw_session *s, const char *code, const char *message)
+{
+	send_fatal_detail(s, code, message, NULL);
+}
+
+/* "leader: H:P" for a 25006 detail, in s->detail_buf. */
+static const char *leader_detail(struct pgw_session *s)
+{
+	const char *leader = core_engine_leader_address(s->engine);
+
+	if (leader == NULL)
+		return "no leader is known at the moment";
+	snprintf(s->detail_buf, sizeof s->detail_buf, "leader: %s", leader);
+	return s->detail_buf;
+}
+
+#define NOT_LEADER_MSG "cannot execute statement: this node is not the leader"
+#define DEPOSED_MSG "terminating connection because this node is no longer the leader"
 
 static bool has(const char *msg, const char *needle)
 {
@@ -838,6 +725,7 @@ static void send_core_error(struct pgw_session *s, int rc, const struct core_err
 {
 	struct pgw_error e = {"ERROR", "XX000", NULL, NULL, NULL, 0};
 	const char *core_msg = ce->msg[0] != '\0' ? ce->msg : NULL;
+	char sqlstate[6];
 
 	switch (rc) {
 	case ERR_SQL:
@@ -850,19 +738,12 @@ static void send_core_error(struct pgw_session *s, int rc, const struct core_err
 			e.position = char_position(s->q.sql, off);
 		}
 		break;
-	case ERR_NOTLEADER: {
-		const char *leader = core_engine_leader_address(s->engine);
+	case ERR_NOTLEADER:
 		e.code = "25006";
-		e.message = "cannot execute statement: this node is not the leader";
-		if (leader != NULL) {
-			snprintf(s->detail_buf, sizeof s->detail_buf, "leader: %s", leader);
-			e.detail = s->detail_buf;
-		} else {
-			e.detail = "no leader is known at the moment";
-		}
+		e.message = NOT_LEADER_MSG;
+		e.detail = leader_detail(s);
 		e.hint = "Nothing was executed; retry on the leader.";
 		break;
-	}
 	case ERR_LEADERSHIP_LOST:
 		e.code = "40003";
 		e.message = "leadership lost while committing; the transaction may or may not "
@@ -905,6 +786,15 @@ static void send_core_error(struct pgw_session *s, int rc, const struct core_err
 		e.message = core_msg != NULL ? core_msg : err_str(rc);
 		break;
 	}
+	if (ce->sqlstate[0] != '\0') {
+		/* The core chose the SQLSTATE (the cluster functions). */
+		memcpy(sqlstate, ce->sqlstate, sizeof(sqlstate) - 1);
+		sqlstate[sizeof(sqlstate) - 1] = '\0';
+		e.code = sqlstate;
+		e.message = core_msg != NULL ? core_msg : e.message;
+		if (strcmp(ce->sqlstate, "25006") == 0 && e.detail == NULL)
+			e.detail = leader_detail(s);
+	}
 	pgw_encode_error(&s->out, 'E', &e);
 }
 
@@ -931,10 +821,48 @@ static void query_free(struct query *q)
 	memset(q, 0, sizeof(*q));
 }
 
+/* True when this session reports itself as a hot standby: STANDBY mode on a follower. */
+static bool standby_now(struct pgw_session *s)
+{
+	return s->follower_mode == PGW_FOLLOWER_STANDBY && !core_engine_is_leader(s->engine);
+}
+
+static void send_standby_status(struct pgw_session *s, bool standby)
+{
+	pgw_encode_parameter_status(&s->out, "in_hot_standby", standby ? "on" : "off");
+	pgw_encode_parameter_status(&s->out, "default_transaction_read_only",
+				    standby ? "on" : "off");
+	s->reported_standby = standby;
+}
+
+/* ReadyForQuery, preceded (as PostgreSQL does) by ParameterStatus for in_hot_standby and
+ * default_transaction_read_only when the node's role changed since they were reported. */
+static void send_ready(struct pgw_session *s)
+{
+	bool standby = standby_now(s);
+
+	if (standby != s->reported_standby)
+		send_standby_status(s, standby);
+	pgw_encode_ready(&s->out, ready_status(s));
+}
+
+/* STANDBY mode without an explicit SET pqlite.read_consistency: reads run on the local
+ * copy while the node follows, on the leader's terms while it leads. */
+static void apply_auto_read_mode(struct pgw_session *s)
+{
+	/* Not for another node's proxy: its client reads through the leader (a node may run
+	 * in STANDBY mode while its peers proxy to it). */
+	if (s->follower_mode != PGW_FOLLOWER_STANDBY || s->read_mode_explicit || s->core == NULL ||
+	    s->proxied)
+		return;
+	core_session_set_read_mode(s->core, core_engine_is_leader(s->engine) ? CORE_READ_LEADER
+									   : CORE_READ_STALE);
+}
+
 /* Finish the Query message: ReadyForQuery and back to IDLE. */
 static void query_done(struct pgw_session *s)
 {
-	pgw_encode_ready(&s->out, ready_status(s));
+	send_ready(s);
 	query_free(&s->q);
 	s->q_active = false;
 	s->state = ST_IDLE;
@@ -1023,6 +951,7 @@ static void fail_statement(struct pgw_session *s, int rc)
 	if (ce.code != rc) { /* the details belong to another call: keep only the code */
 		ce.sqlite_code = 0;
 		ce.offset = -1;
+		ce.sqlstate[0] = '\0';
 		ce.msg[0] = '\0';
 		if (rc == ERR_SQL)
 			snprintf(ce.msg, sizeof(ce.msg), "SQL error");
@@ -1030,6 +959,20 @@ static void fail_statement(struct pgw_session *s, int rc)
 	if (q->st != NULL) {
 		core_stmt_finalize(q->st);
 		q->st = NULL;
+	}
+	if (rc == ERR_SHUTDOWN) {
+		/* The node is stopping, or its copy of the database was replaced by a snapshot:
+		 * this session cannot go on. */
+		send_fatal(s, "57P01", ce.msg[0] != '\0' ? ce.msg : "terminating connection: "
+								    "the node is shutting down");
+		return;
+	}
+	if (rc == ERR_NOTLEADER && s->proxied && q->stmt_pos == q->first_pos && !q->described &&
+	    (s->txn == TX_IDLE || s->txn == TX_IMPLICIT)) {
+		/* Nothing of the message ran and nothing was answered: a FATAL tells the proxy
+		 * to send it again to the new leader (an ERROR would reach its client). */
+		send_fatal_detail(s, "25006", NOT_LEADER_MSG, leader_detail(s));
+		return;
 	}
 	if (q->rolling_back) {
 		/* PostgreSQL's ROLLBACK cannot fail: discard the transaction another way. */
@@ -1264,6 +1207,14 @@ static void db_result(struct pgw_session *s, int rc)
 		snprintf(msg, sizeof(msg), "invalid database name \"%s\"", q->db_name);
 		send_error(s, "42602", msg, NULL);
 		break;
+	case ERR_SHUTDOWN:
+		/* Raft closed with the entry in flight: it may still commit. Say so before the
+		 * FATAL, which alone would read as "nothing ran" (a proxy resends then). */
+		snprintf(msg, sizeof(msg), "the node is shutting down: the outcome of %s is unknown",
+			 tag);
+		send_error(s, "40003", msg, NULL);
+		send_fatal(s, "57P01", "terminating connection: the node is shutting down");
+		return;
 	default: {
 		struct core_error ce = {rc, 0, -1, "", ""};
 		send_core_error(s, rc, &ce, false, 0);
@@ -1355,29 +1306,31 @@ static void run_setting(struct pgw_session *s, const char *tag, size_t start, si
 		return;
 	}
 	if (strcmp(tag, "RESET") == 0) {
+		s->read_mode_explicit = false;
 		core_session_set_read_mode(s->core, CORE_READ_LEADER);
+		apply_auto_read_mode(s);
 		pgw_encode_command_complete(&s->out, "RESET");
 		return;
 	}
 	/* SET: skip SET [SESSION|LOCAL] pqlite . read_consistency */
-	next_word(text, len, &i, &w, &wl);
-	next_word(text, len, &i, &w, &wl);
-	if (eq_nocase(w, wl, "LOCAL")) {
+	pgw_next_word(text, len, &i, &w, &wl);
+	pgw_next_word(text, len, &i, &w, &wl);
+	if (pgw_eq_nocase(w, wl, "LOCAL")) {
 		send_error(s, "0A000", "SET LOCAL is not supported for " READ_CONSISTENCY, NULL);
 		settle_after_error(s, RUN_USER);
 		return;
 	}
-	if (eq_nocase(w, wl, "SESSION"))
-		next_word(text, len, &i, &w, &wl);
+	if (pgw_eq_nocase(w, wl, "SESSION"))
+		pgw_next_word(text, len, &i, &w, &wl);
 	i++; /* the dot */
-	next_word(text, len, &i, &w, &wl);
-	i = skip_blank(text, len, i);
+	pgw_next_word(text, len, &i, &w, &wl);
+	i = pgw_skip_blank(text, len, i);
 	if (i < len && text[i] == '=') {
 		i++;
-	} else if (!next_word(text, len, &i, &w, &wl) || !eq_nocase(w, wl, "TO")) {
+	} else if (!pgw_next_word(text, len, &i, &w, &wl) || !pgw_eq_nocase(w, wl, "TO")) {
 		goto syntax;
 	}
-	i = skip_blank(text, len, i);
+	i = pgw_skip_blank(text, len, i);
 	if (i < len && text[i] == '\'') {
 		size_t j = ++i;
 		while (j < len && text[j] != '\'')
@@ -1387,19 +1340,19 @@ static void run_setting(struct pgw_session *s, const char *tag, size_t start, si
 		memcpy(value, text + i, j - i);
 		value[j - i] = 0;
 		i = j + 1;
-	} else if (next_word(text, len, &i, &w, &wl) && wl < sizeof value) {
+	} else if (pgw_next_word(text, len, &i, &w, &wl) && wl < sizeof value) {
 		memcpy(value, w, wl);
 		value[wl] = 0;
 	} else {
 		goto syntax;
 	}
-	i = skip_blank(text, len, i);
+	i = pgw_skip_blank(text, len, i);
 	if (i < len && text[i] == ';')
-		i = skip_blank(text, len, i + 1);
+		i = pgw_skip_blank(text, len, i + 1);
 	if (i < len)
 		goto syntax;
 	if (sqlite3_stricmp(value, "default") == 0)
-		mode = CORE_READ_LEADER;
+		mode = CORE_READ_LEADER; /* and, in STANDBY mode, automatic again (below) */
 	for (k = 0; k < 3; k++)
 		if (sqlite3_stricmp(value, read_mode_names[k]) == 0)
 			mode = k;
@@ -1414,6 +1367,8 @@ static void run_setting(struct pgw_session *s, const char *tag, size_t start, si
 		return;
 	}
 	core_session_set_read_mode(s->core, (enum core_read_mode)mode);
+	s->read_mode_explicit = sqlite3_stricmp(value, "default") != 0;
+	apply_auto_read_mode(s);
 	pgw_encode_command_complete(&s->out, "SET");
 	return;
 syntax:
@@ -1432,12 +1387,13 @@ static void next_statement(struct pgw_session *s)
 	const char *tail;
 	int rc;
 
-	if (q->failed || !split_next(q->sql, q->len, q->pos, &start, &end)) {
+	if (q->failed || !pgw_split_next(q->sql, q->len, q->pos, &start, &end)) {
 		q->phase = QP_END;
 		return;
 	}
 	q->stmt_pos = start;
 	cls = classify(q->sql + start, end - start, tag, sizeof(tag));
+	apply_auto_read_mode(s); /* the node's role may have changed since the last one */
 
 	if (s->txn == TX_EXPLICIT && !core_session_in_txn(s->core)) {
 		/* The core rolled our transaction back (leadership change, idle timeout). */
@@ -1637,6 +1593,7 @@ static void db_done(void *arg, int status)
 static void start_query(struct pgw_session *s, const char *sql, size_t len)
 {
 	struct query *q = &s->q;
+	size_t end;
 	unsigned n;
 
 	memset(q, 0, sizeof(*q));
@@ -1645,7 +1602,7 @@ static void start_query(struct pgw_session *s, const char *sql, size_t len)
 		send_error(s, "53200", "out of memory", NULL);
 		if (s->txn == TX_EXPLICIT)
 			s->txn = TX_FAILED;
-		pgw_encode_ready(&s->out, ready_status(s));
+		send_ready(s);
 		return;
 	}
 	memcpy(q->sql, sql, len);
@@ -1659,12 +1616,13 @@ static void start_query(struct pgw_session *s, const char *sql, size_t len)
 		query_done(s);
 		return;
 	}
-	n = count_statements(q->sql, q->len, 2);
+	n = pgw_count_statements(q->sql, q->len, 2);
 	if (n == 0) {
 		pgw_encode_empty_query(&s->out);
 		query_done(s);
 		return;
 	}
+	pgw_split_next(q->sql, q->len, 0, &q->first_pos, &end);
 	q->multi = n > 1;
 	q->phase = QP_NEXT;
 	s->state = ST_QUERY;
@@ -1672,7 +1630,7 @@ static void start_query(struct pgw_session *s, const char *sql, size_t len)
 
 /* ---- Startup -------------------------------------------------------------------------- */
 
-static void send_parameters(struct pgw_session *s, const char *app_name)
+static void send_parameters(struct pgw_session *s, const char *app_name, bool standby)
 {
 	struct buf *b = &s->out;
 
@@ -1684,8 +1642,7 @@ static void send_parameters(struct pgw_session *s, const char *app_name)
 	pgw_encode_parameter_status(b, "integer_datetimes", "on");
 	pgw_encode_parameter_status(b, "standard_conforming_strings", "on");
 	pgw_encode_parameter_status(b, "TimeZone", "UTC");
-	pgw_encode_parameter_status(b, "in_hot_standby", "off");
-	pgw_encode_parameter_status(b, "default_transaction_read_only", "off");
+	send_standby_status(s, standby);
 	pgw_encode_parameter_status(b, "is_superuser", "on");
 	pgw_encode_parameter_status(b, "session_authorization", s->user);
 	pgw_encode_parameter_status(b, "application_name", app_name);
@@ -1693,13 +1650,31 @@ static void send_parameters(struct pgw_session *s, const char *app_name)
 
 #define MAX_PQ_OPTIONS 16
 
+/* A PROXY-mode session on a follower: relay to the leader (proxy.c). */
+static int start_proxy(struct pgw_session *s, const char *app_name, const char *client_encoding)
+{
+	struct pgw_proxy_config pc;
+
+	pc.engine = s->engine;
+	pc.ops = s->up_ops;
+	pc.ops_arg = s->up_arg;
+	pc.apply_timeout_ms = s->apply_timeout_ms;
+	pc.user = s->user;
+	pc.database = s->database;
+	pc.application_name = app_name;
+	pc.client_encoding = client_encoding;
+	return pgw_proxy_create(&pc, &s->out, &s->proxy);
+}
+
 static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su)
 {
-	const char *key, *value, *user = NULL, *database = NULL, *app_name = "";
+	const char *key, *value, *user = NULL, *database = NULL, *app_name = NULL;
+	const char *client_encoding = NULL;
 	const char *options[MAX_PQ_OPTIONS];
 	unsigned n_options = 0;
 	char msg[NAME_MAX_LEN + 128];
 	uint8_t rnd[8];
+	bool proxy;
 	int rc;
 
 	if (su->major != 3) {
@@ -1716,10 +1691,14 @@ static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su
 			database = value;
 		else if (strcmp(key, "application_name") == 0)
 			app_name = value;
+		else if (strcmp(key, "client_encoding") == 0)
+			client_encoding = value; /* passed on by a proxy; otherwise ignored */
+		else if (strcmp(key, PGW_PROXIED_PARAM) == 0)
+			s->proxied = strcmp(value, "1") == 0;
 		else if (strncmp(key, "_pq_.", 5) == 0 && n_options < MAX_PQ_OPTIONS)
 			options[n_options++] = key;
-		/* Other settings (client_encoding, DateStyle, options...) are ignored: the
-		 * reported values are the only ones supported. */
+		/* Other settings (DateStyle, options...) are ignored: the reported values are
+		 * the only ones supported. */
 	}
 	if (su->minor > 0 || n_options > 0)
 		pgw_encode_negotiate_version(&s->out, 0, n_options, options);
@@ -1735,32 +1714,54 @@ static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su
 		send_fatal(s, "53200", "out of memory");
 		return;
 	}
+	if (s->proxied && !core_engine_is_leader(s->engine)) {
+		/* Another node's proxy took us for the leader: it retries elsewhere. A proxied
+		 * session is never proxied again, so there are no chains or loops. */
+		send_fatal_detail(s, "25006", "this node is not the leader", leader_detail(s));
+		return;
+	}
+	/* The catalog is replicated: a follower knows the databases too. */
 	if (strlen(database) > NAME_MAX_LEN || !core_database_exists(s->engine, database)) {
 		snprintf(msg, sizeof(msg), "database \"%.*s\" does not exist", NAME_MAX_LEN,
 			 database);
 		send_fatal(s, "3D000", msg);
 		return;
 	}
-	rc = core_session_open(s->engine, database, &s->core);
-	if (rc != 0) {
-		s->core = NULL;
-		if (rc == ERR_NOTFOUND) {
-			snprintf(msg, sizeof(msg), "database \"%s\" does not exist", database);
-			send_fatal(s, "3D000", msg);
-		} else {
-			send_fatal(s, rc == ERR_NOMEM ? "53200" : "XX000", err_str(rc));
+	proxy = s->follower_mode == PGW_FOLLOWER_PROXY && s->up_ops != NULL && !s->proxied &&
+		!core_engine_is_leader(s->engine);
+	if (proxy) {
+		/* No core session here: the leader runs everything. */
+		rc = start_proxy(s, app_name, client_encoding);
+		if (rc != 0) {
+			send_fatal(s, "53200", "out of memory");
+			return;
 		}
-		return;
+	} else {
+		rc = core_session_open(s->engine, database, &s->core);
+		if (rc != 0) {
+			s->core = NULL;
+			if (rc == ERR_NOTFOUND) {
+				snprintf(msg, sizeof(msg), "database \"%s\" does not exist",
+					 database);
+				send_fatal(s, "3D000", msg);
+			} else if (rc == ERR_SHUTDOWN) {
+				send_fatal(s, "57P01", "the node is shutting down");
+			} else {
+				send_fatal(s, rc == ERR_NOMEM ? "53200" : "XX000", err_str(rc));
+			}
+			return;
+		}
 	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
 		send_fatal(s, "XX000", "could not generate a cancellation key");
 		return;
 	}
 	pgw_encode_auth_ok(&s->out);
-	send_parameters(s, app_name);
+	/* A proxy session is read-write through the leader. */
+	send_parameters(s, app_name != NULL ? app_name : "", !proxy && standby_now(s));
 	pgw_encode_backend_key(&s->out, get_u32be(rnd) & 0x7FFFFFFFu, get_u32be(rnd + 4));
 	pgw_encode_ready(&s->out, 'I');
-	s->state = ST_IDLE;
+	s->state = proxy ? ST_PROXY : ST_IDLE;
 }
 
 static void handle_startup(struct pgw_session *s, const struct pgw_msg *m)
@@ -1802,7 +1803,7 @@ static void handle_message(struct pgw_session *s, const struct pgw_msg *m)
 			send_error(s, "08P01", reason, NULL);
 			if (s->txn == TX_EXPLICIT)
 				s->txn = TX_FAILED;
-			pgw_encode_ready(&s->out, ready_status(s));
+			send_ready(s);
 			return;
 		}
 		start_query(s, sql, len);
@@ -1812,7 +1813,7 @@ static void handle_message(struct pgw_session *s, const struct pgw_msg *m)
 		return;
 	case 'S': /* Sync */
 		s->discard_until_sync = false;
-		pgw_encode_ready(&s->out, ready_status(s));
+		send_ready(s);
 		return;
 	case 'P': case 'B': case 'D': case 'E': case 'C': case 'F':
 		if (!s->discard_until_sync) {
@@ -1863,10 +1864,18 @@ static bool next_message(struct pgw_session *s)
 		}
 		return true;
 	}
-	if (startup)
+	if (startup) {
 		handle_startup(s, &m);
-	else
+	} else if (s->state == ST_PROXY && m.frame_len >= 5) {
+		/* Relayed whole; a type no frontend sends is fatal here, as below. */
+		int pr = pgw_proxy_message(s->proxy, &m);
+		if (pr == PGW_PROXY_WAIT)
+			return false; /* offered again after upstream progress */
+		if (pr == PGW_PROXY_CLOSE)
+			s->state = ST_CLOSING;
+	} else {
 		handle_message(s, &m);
+	}
 	/* The handlers copied what they keep; the frame can go. */
 	s->in_off += m.frame_len;
 	return true;
@@ -1877,6 +1886,8 @@ static int status_of(const struct pgw_session *s)
 	if (s->state == ST_CLOSING)
 		return PGW_SESSION_CLOSE;
 	if (s->state == ST_PENDING || s->state == ST_QUERY || s->out.len >= PGW_SESSION_OUT_HIGH)
+		return PGW_SESSION_BUSY;
+	if (s->state == ST_PROXY && pgw_proxy_busy(s->proxy))
 		return PGW_SESSION_BUSY;
 	return PGW_SESSION_IDLE;
 }
@@ -1889,8 +1900,15 @@ static int run(struct pgw_session *s)
 			s->state = ST_CLOSING;
 			LOGW("pgwire: out of memory on a connection buffer; closing it");
 		}
+		if (s->state == ST_PROXY && pgw_proxy_pump(s->proxy) == PGW_PROXY_CLOSE)
+			s->state = ST_CLOSING;
 		if (s->state == ST_CLOSING || s->state == ST_PENDING)
 			break;
+		if (s->terminate_pending && s->state == ST_IDLE) {
+			/* After the ReadyForQuery of the message that was running, if any. */
+			send_fatal(s, "57P01", DEPOSED_MSG);
+			break;
+		}
 		if (s->out.len >= PGW_SESSION_OUT_HIGH)
 			break; /* resumed once the output drains */
 		if (s->state == ST_QUERY) {
@@ -1926,6 +1944,11 @@ int pgw_session_create(const struct pgw_session_config *cfg, struct pgw_session 
 	s->max_msg_len = cfg->max_msg_len != 0 ? cfg->max_msg_len : PGW_DEFAULT_MAX_MSG_LEN;
 	s->wake = cfg->wake;
 	s->wake_arg = cfg->wake_arg;
+	s->follower_mode = cfg->follower_mode;
+	s->apply_timeout_ms = cfg->apply_timeout_ms != 0 ? cfg->apply_timeout_ms
+							 : PGW_DEFAULT_APPLY_TIMEOUT_MS;
+	s->up_ops = cfg->upstream;
+	s->up_arg = cfg->upstream_arg;
 	buf_init(&s->in);
 	buf_init(&s->out);
 	s->state = ST_STARTUP;
@@ -1949,6 +1972,8 @@ void pgw_session_destroy(struct pgw_session *s)
 	}
 	if (s->core != NULL)
 		core_session_close(s->core); /* abandons a pending step */
+	if (s->proxy != NULL)
+		pgw_proxy_destroy(s->proxy); /* drops its upstream connection */
 	query_free(&s->q);
 	buf_close(&s->in);
 	buf_close(&s->out);
@@ -1978,4 +2003,48 @@ int pgw_session_process(struct pgw_session *s)
 bool pgw_session_started(const struct pgw_session *s)
 {
 	return s->state != ST_STARTUP;
+}
+
+bool pgw_session_is_proxy(const struct pgw_session *s)
+{
+	return s->proxy != NULL;
+}
+
+struct buf *pgw_session_up_in(struct pgw_session *s)
+{
+	return s->proxy != NULL ? pgw_proxy_up_in(s->proxy) : NULL;
+}
+
+struct buf *pgw_session_up_out(struct pgw_session *s)
+{
+	return s->proxy != NULL ? pgw_proxy_up_out(s->proxy) : NULL;
+}
+
+bool pgw_session_upstream_wants_input(const struct pgw_session *s)
+{
+	return s->proxy != NULL && s->state != ST_CLOSING && pgw_proxy_wants_input(s->proxy);
+}
+
+int pgw_session_upstream_closed(struct pgw_session *s)
+{
+	if (s->proxy != NULL)
+		pgw_proxy_upstream_closed(s->proxy);
+	return pgw_session_process(s);
+}
+
+int pgw_session_timeout(struct pgw_session *s)
+{
+	if (s->proxy != NULL)
+		pgw_proxy_timeout(s->proxy);
+	return pgw_session_process(s);
+}
+
+int pgw_session_terminate(struct pgw_session *s)
+{
+	if (s->core == NULL || s->state == ST_STARTUP || s->state == ST_CLOSING)
+		return -1; /* a proxy session, or not a session yet, or ending anyway */
+	s->terminate_pending = true;
+	if (s->running || s->state != ST_IDLE)
+		return -1; /* ends when its current message is done */
+	return run(s);
 }

@@ -37,7 +37,7 @@
 
 #define RG_DEFAULT_SNAPSHOT_THRESHOLD 8192u
 #define RG_DEFAULT_SNAPSHOT_TRAILING 8192u
-#define RG_DEFAULT_ELECTION_TIMEOUT_MS 2000u
+#define RG_DEFAULT_ELECTION_TIMEOUT_MS 1000u
 #define RG_MIN_ELECTION_TIMEOUT_MS 10u /* the heartbeat (a tenth) must be at least 1 ms */
 
 /* raft_uv log segment size. 32 MiB: four times the 8 MiB default, so segments fill and

@@ -22,6 +22,8 @@
 #include "../lib/log.h"
 #include "../pgwire/pgwire.h"
 #include "../raft_glue/raft_glue.h"
+#include "cli.h"
+#include "joiner.h"
 
 #define TICK_MS 50
 
@@ -55,6 +57,16 @@ struct server {
 	struct pgw_server *pgw;
 	bool stopping;
 	int lock_fd;
+	/* --join on a new node: the join procedure runs on its own thread (blocking client
+	 * calls) and reports through `joined`. */
+	uv_thread_t joiner;
+	bool joiner_started;
+	volatile int joiner_stop;
+	int joiner_rv;
+	char joiner_err[256];
+	struct joiner_args joiner_args;
+	uv_async_t joined;
+	bool exit_failure;
 };
 
 static void usage(FILE *f)
@@ -80,7 +92,7 @@ static void usage(FILE *f)
 		"  --idle-in-transaction-timeout MS\n"
 		"                             roll back a transaction idle this long while it holds\n"
 		"                             its database's write lock (default 60000, 0 = never)\n"
-		"  --election-timeout MS      Raft election timeout (default 2000)\n"
+		"  --election-timeout MS      Raft election timeout (default 1000)\n"
 		"  --memory-limit BYTES       cap on database images held in memory (default 0 = none)\n"
 		"  --max-message-size BYTES   largest protocol message accepted (default 67108864)\n"
 		"  --log-level LEVEL          debug, info, warn or error (default info)\n"
@@ -167,7 +179,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	o->snapshot_trailing = 8192;
 	o->apply_timeout_ms = 10000;
 	o->idle_txn_timeout_ms = 60000;
-	o->election_timeout_ms = 2000;
+	o->election_timeout_ms = 1000;
 	o->mem_cap = 0;
 	o->max_msg_len = PGW_DEFAULT_MAX_MSG_LEN;
 
@@ -367,6 +379,12 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void finish_stop(struct server *s)
 {
+	if (s->joiner_started) {
+		s->joiner_stop = 1;
+		uv_thread_join(&s->joiner);
+		s->joiner_started = false;
+	}
+	uv_close((uv_handle_t *)&s->joined, on_handle_closed);
 	uv_close((uv_handle_t *)&s->tick, on_handle_closed);
 	uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
 	uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
@@ -408,7 +426,37 @@ static void on_signal(uv_signal_t *sig, int signum)
 	}
 	s->stopping = true;
 	LOGI("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	s->joiner_stop = 1;
 	rg_node_handover(s->node, handover_done);
+}
+
+static void joiner_thread(void *arg)
+{
+	struct server *s = arg;
+
+	s->joiner_rv = joiner_run(&s->joiner_args, s->joiner_err);
+	uv_async_send(&s->joined);
+}
+
+/* The join procedure ended: joined, refused for good (stop the node), or stopped. */
+static void on_joined(uv_async_t *a)
+{
+	struct server *s = a->data;
+
+	if (!s->joiner_started)
+		return;
+	uv_thread_join(&s->joiner);
+	s->joiner_started = false;
+	if (s->joiner_rv == 0) {
+		LOGI("joined the cluster");
+		return;
+	}
+	if (s->joiner_rv == ERR_SHUTDOWN || s->stopping)
+		return;
+	LOGE("cannot join the cluster of %s: %s", s->joiner_args.join_address, s->joiner_err);
+	s->exit_failure = true;
+	s->stopping = true;
+	handover_done(s->node);
 }
 
 /* pqlite recover: offline, on the most advanced survivor of a lost quorum. */
@@ -455,6 +503,10 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "recover") == 0)
 		return recover_main(argc - 1, argv + 1);
+	if (argc > 1 && cli_is_command(argv[1])) {
+		signal(SIGPIPE, SIG_IGN);
+		return cli_main(argc - 1, argv + 1);
+	}
 	rv = parse_options(argc, argv, &o);
 	if (rv == 1)
 		return 0; /* --help */
@@ -497,6 +549,8 @@ int main(int argc, char **argv)
 		goto err_after_node;
 	}
 	uv_timer_init(&s.loop, &s.tick);
+	uv_async_init(&s.loop, &s.joined, on_joined);
+	s.joined.data = &s;
 	uv_signal_init(&s.loop, &s.sigterm);
 	uv_signal_init(&s.loop, &s.sigint);
 	rv = rg_node_start(s.node, s.engine, errmsg);
@@ -508,6 +562,8 @@ int main(int argc, char **argv)
 	pcfg.host = o.listen_host;
 	pcfg.port = o.listen_port;
 	pcfg.max_msg_len = o.max_msg_len;
+	pcfg.follower_mode = o.standby ? PGW_FOLLOWER_STANDBY : PGW_FOLLOWER_PROXY;
+	pcfg.apply_timeout_ms = o.apply_timeout_ms;
 	rv = pgw_server_start(&s.loop, s.engine, &pcfg, &s.pgw, errmsg);
 	if (rv != 0) {
 		fprintf(stderr, "pqlite: cannot listen on %s: %s\n", o.listen, errmsg);
@@ -524,15 +580,33 @@ int main(int argc, char **argv)
 
 	LOGI("node %llu: data in %s, raft on %s", (unsigned long long)rg_node_id(s.node), o.data,
 	     o.raft);
-	if (o.join[0] != '\0' && !rg_node_has_configuration(s.node))
+	if (o.join[0] != '\0' && !rg_node_has_configuration(s.node)) {
 		LOGI("joining the cluster of %s", o.join);
-	else if (o.join[0] != '\0')
+		s.joiner_args.join_address = o.join;
+		s.joiner_args.id = rg_node_id(s.node);
+		s.joiner_args.raft_address = o.raft;
+		s.joiner_args.pg_address = o.listen;
+		s.joiner_args.stop = &s.joiner_stop;
+		if (uv_thread_create(&s.joiner, joiner_thread, &s) != 0) {
+			fprintf(stderr, "pqlite: cannot start the join thread\n");
+			goto err_stop_listener;
+		}
+		s.joiner_started = true;
+	} else if (o.join[0] != '\0') {
 		LOGI("already a cluster member: --join %s ignored", o.join);
+	}
 	LOGI("listening on %s; connect with: psql -h %s -p %d -U postgres postgres", o.listen,
 	     o.listen_host, o.listen_port);
 
 	uv_run(&s.loop, UV_RUN_DEFAULT);
-	rv = 0;
+	rv = s.exit_failure ? 1 : 0;
+	goto out;
+
+err_stop_listener:
+	s.stopping = true;
+	pgw_server_stop(s.pgw, pgw_stopped, &s);
+	uv_run(&s.loop, UV_RUN_DEFAULT);
+	rv = 1;
 	goto out;
 
 err_stop:

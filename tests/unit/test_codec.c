@@ -577,6 +577,127 @@ static void frame_unknown_type_early(void **state)
 	buf_close(&b);
 }
 
+/* Backend framing (the proxy's upstream): any type byte is framed by its length. */
+static void frame_backend(void **state)
+{
+	uint8_t bytes[] = {'Z', 0, 0, 0, 5, 'I', 'T', 0, 0, 0, 6, 0, 1};
+	struct pgw_msg m;
+	const char *reason = NULL;
+	struct buf b;
+
+	(void)state;
+	buf_init(&b);
+	buf_put(&b, bytes, 5);
+	assert_int_equal(pgw_frame(&b, PGW_PHASE_BACKEND, 1 << 20, &m, &reason),
+			 PGW_FRAME_NEED_MORE);
+	buf_reset(&b);
+	buf_put(&b, bytes, sizeof bytes);
+	assert_int_equal(pgw_frame(&b, PGW_PHASE_BACKEND, 1 << 20, &m, &reason), PGW_FRAME_MSG);
+	assert_int_equal(m.type, 'Z');
+	assert_int_equal(m.len, 1);
+	assert_int_equal(m.frame_len, 6);
+	buf_reset(&b);
+	buf_put(&b, bytes, 2);
+	buf_put(&b, "\0\0\3", 3); /* length 3 < 4 */
+	assert_int_equal(pgw_frame(&b, PGW_PHASE_BACKEND, 1 << 20, &m, &reason),
+			 PGW_FRAME_MALFORMED);
+	assert_non_null(reason);
+	buf_close(&b);
+}
+
+static int decode_error_exact(const void *body, size_t n, struct pgw_error *e, void **keep)
+{
+	struct pgw_msg m;
+	uint8_t *copy = malloc(n > 0 ? n : 1);
+
+	assert_non_null(copy);
+	memcpy(copy, body, n);
+	m.type = 'E';
+	m.body = copy;
+	m.len = n;
+	m.frame_len = n + 5;
+	*keep = copy;
+	return pgw_error_decode(&m, e);
+}
+
+/* ErrorResponse fields: V preferred over S; bounded; malformed bodies refused. */
+static void error_fields(void **state)
+{
+	static const char ok[] = "SFATAL\0VFATAL\0C57P01\0Mbye\0Dleader: 1.2.3.4:5\0Xz\0";
+	static const char old[] = "SERREUR\0C25006\0Mnon\0";
+	struct pgw_error e;
+	void *keep;
+
+	(void)state;
+	assert_int_equal(decode_error_exact(ok, sizeof ok, &e, &keep), 0);
+	assert_string_equal(e.severity, "FATAL");
+	assert_string_equal(e.code, "57P01");
+	assert_string_equal(e.message, "bye");
+	assert_string_equal(e.detail, "leader: 1.2.3.4:5");
+	assert_null(e.hint);
+	free(keep);
+	assert_int_equal(decode_error_exact(old, sizeof old, &e, &keep), 0);
+	assert_string_equal(e.severity, "ERREUR");
+	free(keep);
+	assert_int_equal(decode_error_exact("\0", 1, &e, &keep), 0);
+	assert_string_equal(e.code, "");
+	free(keep);
+	assert_int_equal(decode_error_exact(ok, sizeof ok - 1, &e, &keep), ERR_PROTO);
+	free(keep);
+	assert_int_equal(decode_error_exact("Cabc", 4, &e, &keep), ERR_PROTO);
+	free(keep);
+	assert_int_equal(decode_error_exact("", 0, &e, &keep), ERR_PROTO);
+	free(keep);
+	assert_int_equal(decode_error_exact("Cx\0\0\0", 5, &e, &keep), ERR_PROTO);
+	free(keep);
+}
+
+static void parameter_status_fields(void **state)
+{
+	struct pgw_msg m = {'S', (const uint8_t *)"a\0b", 4, 9};
+	const char *name, *value;
+
+	(void)state;
+	assert_int_equal(pgw_parameter_status_decode(&m, &name, &value), 0);
+	assert_string_equal(name, "a");
+	assert_string_equal(value, "b");
+	m.len = 3; /* value unterminated */
+	assert_int_equal(pgw_parameter_status_decode(&m, &name, &value), ERR_PROTO);
+	m.body = (const uint8_t *)"ab";
+	m.len = 2;
+	assert_int_equal(pgw_parameter_status_decode(&m, &name, &value), ERR_PROTO);
+	m.body = (const uint8_t *)"a\0b\0c";
+	m.len = 6; /* bytes after the value */
+	assert_int_equal(pgw_parameter_status_decode(&m, &name, &value), ERR_PROTO);
+	m.len = 0;
+	assert_int_equal(pgw_parameter_status_decode(&m, &name, &value), ERR_PROTO);
+}
+
+/* The proxy's frontend messages decode with our own startup decoder. */
+static void build_startup_and_query(void **state)
+{
+	static const char *const kv[] = {"user", "u", "pqlite.proxied", "1"};
+	struct pgw_startup su;
+	struct pgw_msg m;
+	const char *reason = NULL, *k, *v;
+	struct buf b;
+
+	(void)state;
+	buf_init(&b);
+	pgw_encode_startup(&b, 2, kv);
+	ASSERT_BYTES(&b, "\x00\x00\x00\x21\x00\x03\x00\x00user\0u\0pqlite.proxied\0" "1\0\0");
+	assert_int_equal(pgw_frame(&b, PGW_PHASE_STARTUP, 0, &m, &reason), PGW_FRAME_MSG);
+	assert_int_equal(pgw_startup_decode(&m, &su, &reason), 0);
+	assert_true(pgw_startup_next_param(&su, &k, &v));
+	assert_true(pgw_startup_next_param(&su, &k, &v));
+	assert_string_equal(k, "pqlite.proxied");
+	assert_false(pgw_startup_next_param(&su, &k, &v));
+	buf_reset(&b);
+	pgw_encode_query(&b, "SET x = 1");
+	ASSERT_BYTES(&b, "Q\x00\x00\x00\x0eSET x = 1\0");
+	buf_close(&b);
+}
+
 /* A failed buffer stays failed and the builders do not touch it. */
 static void build_sticky_failure(void **state)
 {
@@ -610,6 +731,10 @@ int main(void)
 		cmocka_unit_test(build_error),
 		cmocka_unit_test(build_concatenated),
 		cmocka_unit_test(build_sticky_failure),
+		cmocka_unit_test(frame_backend),
+		cmocka_unit_test(error_fields),
+		cmocka_unit_test(parameter_status_fields),
+		cmocka_unit_test(build_startup_and_query),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

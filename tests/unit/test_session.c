@@ -127,7 +127,8 @@ static int setup(void **state)
 	fx->f.barriers_fail = true; /* linearizable reads fail here, as without a quorum */
 	assert_int_equal(core_engine_create(&cc, &fx->f.r, &fx->f.engine), 0);
 	core_engine_set_leader(fx->f.engine, true, true);
-	sc = (struct pgw_session_config){fx->f.engine, "15.0", 1 << 20, on_wake, fx};
+	sc = (struct pgw_session_config){.engine = fx->f.engine, .server_version = "15.0",
+					 .max_msg_len = 1 << 20, .wake = on_wake, .wake_arg = fx};
 	assert_int_equal(pgw_session_create(&sc, &fx->s), 0);
 	in = pgw_session_in(fx->s);
 	buf_put_u32be(in, (uint32_t)(8 + sizeof params));

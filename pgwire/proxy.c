@@ -86,6 +86,7 @@ struct pgw_proxy {
 	bool is_setting;      /* a single SET/RESET statement */
 	bool queued;          /* q must be sent once an upstream is READY */
 	bool resent;          /* q was sent again after a refusal (deadline set then) */
+	uint64_t sent_at;     /* when the in-flight message went to the upstream */
 	struct buf q;         /* the in-flight Query's frame when sent in state 'I' */
 
 	struct setting *settings;
@@ -358,6 +359,15 @@ static void start_connect(struct pgw_proxy *p)
 	arm_connect_timer(p, now);
 }
 
+/* A message went to the upstream: watch it, so that a leader that hangs with it (stopped,
+ * cut off: its kernel may still acknowledge, so TCP notices nothing) is given up once
+ * another leader is known and apply_timeout_ms passed; see pgw_proxy_timeout. */
+static void watch_inflight(struct pgw_proxy *p)
+{
+	p->sent_at = now_ms(p);
+	p->ops->timer(p->ops_arg, PGW_PROXY_WATCH_MS);
+}
+
 static void upstream_ready(struct pgw_proxy *p)
 {
 	p->up = UP_READY;
@@ -368,6 +378,7 @@ static void upstream_ready(struct pgw_proxy *p)
 		p->relayed = false;
 		p->error_relayed = false;
 		buf_put(&p->up_out, p->q.data, p->q.len);
+		watch_inflight(p);
 	}
 }
 
@@ -641,6 +652,7 @@ static void send_queued_query(struct pgw_proxy *p)
 	p->resent = false;
 	if (p->up == UP_READY) {
 		buf_put(&p->up_out, p->q.data, p->q.len);
+		watch_inflight(p);
 		return;
 	}
 	p->queued = true;
@@ -768,6 +780,7 @@ static int forward(struct pgw_proxy *p, const struct pgw_msg *m)
 	p->txn_at_send = p->txn;
 	p->relayed = false;
 	p->error_relayed = false;
+	watch_inflight(p);
 	/* Keep a copy of a Query sent outside a transaction: it may be sent again if the
 	 * leader refuses it before running anything, and a SET is remembered once done. */
 	if (m->type == 'Q' && p->txn == 'I' && pgw_query_decode(m, &sql, &len, &reason) == 0) {
@@ -918,8 +931,19 @@ void pgw_proxy_timeout(struct pgw_proxy *p)
 			arm_connect_timer(p, now);
 		}
 		break;
-	case UP_NONE:
 	case UP_READY:
+		if (!p->inflight)
+			break; /* a stale timer */
+		if (leader_moved(p) && now - p->sent_at >= p->apply_timeout_ms) {
+			LOGI("pgwire: proxy: no answer from %s for %u ms while another node leads; "
+			     "the statement's outcome is unknown",
+			     p->up_addr, p->apply_timeout_ms);
+			lose(p);
+		} else {
+			p->ops->timer(p->ops_arg, PGW_PROXY_WATCH_MS);
+		}
+		break;
+	case UP_NONE:
 		break; /* a stale timer */
 	}
 }

@@ -20,6 +20,7 @@
 
 /* Retry pause while no leader is known or the upstream refuses. */
 #define PGW_PROXY_BACKOFF_MS 100
+#define PGW_PROXY_WATCH_MS 500 /* how often a message in flight checks on its leader */
 
 /* The marker parameter of an upstream StartupMessage: such a session is never proxied
  * again. */

@@ -813,6 +813,57 @@ static void test_hung_leader_is_left_for_the_new_one(void **state)
 	assert_string_equal(drain(fx), "C:SELECT 0|Z:I|");
 }
 
+/* A leader that hangs with a statement in flight (stopped or cut off: TCP notices nothing
+ * while its kernel acknowledges) is given up once another leader is known and the apply
+ * timeout passed: 40003, never resent. A slow statement on a leader that still leads is
+ * left alone however long it takes. */
+static void test_hung_leader_with_statement_in_flight(void **state)
+{
+	struct fixture *fx = *state;
+	int rounds = 0;
+
+	open_proxy(fx);
+	query_connecting(fx, "INSERT INTO t VALUES (1, 'a')");
+	/* Still the leader: a long statement is waited for. */
+	while (fx->up.now < 30000) {
+		assert_true(++rounds < 200);
+		fx->up.now += fx->up.timer_ms;
+		fx->status = pgw_session_timeout(fx->s);
+	}
+	assert_true(fx->up.open);
+	assert_string_equal(drain(fx), "");
+	/* Another node leads now, and the statement has waited longer than the apply
+	 * timeout: it is given up at the next check. */
+	fx->f.leader_addr = "10.0.0.2:5433";
+	rounds = 0;
+	while (fx->up.open) {
+		assert_true(++rounds < 200);
+		fx->up.now += fx->up.timer_ms;
+		fx->status = pgw_session_timeout(fx->s);
+	}
+	assert_true(fx->up.now <= 30000 + 500);
+	assert_string_equal(drain(fx), "E:40003|Z:I|");
+	assert_int_equal(fx->up.n_connects, 1); /* not sent again */
+	/* The next statement goes to the new leader. */
+	assert_int_equal(query(fx, "SELECT 1"), PGW_SESSION_BUSY);
+	assert_string_equal(fx->up.addr, "10.0.0.2:5433");
+	up_handshake(fx);
+	up_done(fx, "SELECT 1", 'I');
+	drain(fx);
+	/* Sent just now to the new leader, which then appears to move: the apply timeout
+	 * counts from the send. */
+	assert_int_equal(query(fx, "SELECT 2"), PGW_SESSION_BUSY);
+	fx->f.leader_addr = "10.0.0.3:5433";
+	rounds = 0;
+	while (fx->up.open) {
+		assert_true(++rounds < 200);
+		fx->up.now += fx->up.timer_ms;
+		fx->status = pgw_session_timeout(fx->s);
+	}
+	assert_true(fx->up.now >= 40000 && fx->up.now <= 40000 + 500);
+	assert_string_equal(drain(fx), "E:40003|Z:I|");
+}
+
 /* A refusal from a node that is still the known leader (25006 while it hands leadership
  * over): the Query goes again after a pause, not in a tight reconnect loop. */
 static void test_refusal_by_same_leader_backs_off(void **state)
@@ -1200,6 +1251,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hung_leader_is_left_for_the_new_one, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_refusal_by_same_leader_backs_off, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_hung_leader_with_statement_in_flight, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_startup_refused_for_good, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),

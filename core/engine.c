@@ -958,6 +958,13 @@ static int step_once(struct core_stmt *st)
 		return rv;
 	}
 	d->inflight = p;
+#ifdef PQ_MUTANT_ACK_BEFORE_COMMIT
+	/* Deliberately broken build (meson -Dmutant=ack_before_commit) for the fault
+	 * harness: the client hears "committed" as soon as the entry is proposed. */
+	p->st = NULL;
+	session_release_slot(s);
+	return st->step_rc;
+#endif
 	st->state = ST_WAIT_COMMIT;
 	return CORE_PENDING;
 abort:

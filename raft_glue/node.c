@@ -1202,6 +1202,10 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 			  index, n->fsm_last_index, n->raft.commit_index);
 	n->fsm_last_index = index;
 	core_fsm_apply(n->engine, index, buf->base, buf->len);
+#ifdef PQ_MUTANT_APPLY_TWICE
+	/* Deliberately broken build (meson -Dmutant=apply_twice) for the fault harness. */
+	core_fsm_apply(n->engine, index, buf->base, buf->len);
+#endif
 	note_applied(n, index);
 	*result = NULL;
 	return 0;
@@ -1394,8 +1398,26 @@ static int wrap_snapshot_put(struct raft_io *io, unsigned trailing,
 	return 0;
 }
 
+#ifdef PQ_MUTANT_SKIP_PERSIST_TERM
+/* Deliberately broken build (meson -Dmutant=skip_persist_term) for the fault harness:
+ * term and vote are never written, so a restarted node may vote twice in a term. */
+static int skip_set_term(struct raft_io *io, raft_term term)
+{
+	return 0;
+}
+
+static int skip_set_vote(struct raft_io *io, raft_id server_id)
+{
+	return 0;
+}
+#endif
+
 static void install_fail_stop(struct rg_node *n)
 {
+#ifdef PQ_MUTANT_SKIP_PERSIST_TERM
+	n->io.set_term = skip_set_term;
+	n->io.set_vote = skip_set_vote;
+#endif
 	n->io_append = n->io.append;
 	n->io_truncate = n->io.truncate;
 	n->io_snapshot_put = n->io.snapshot_put;

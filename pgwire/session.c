@@ -60,7 +60,10 @@ enum tag_kind { TAG_INSERT, TAG_UPDATE, TAG_DELETE, TAG_SELECT, TAG_PLAIN };
 
 /* Statement classes that pgwire handles itself. */
 enum stmt_class { C_USER, C_BEGIN, C_COMMIT, C_ROLLBACK, C_ROLLBACK_TO, C_CREATE_DB, C_DROP_DB,
-		  C_SETTING };
+		  C_SETTING, C_GUC };
+
+#define GUC_MAX 24        /* parameters one session may SET */
+#define GUC_VALUE_MAX 128 /* longest value kept */
 
 /* Session settings served by pgwire itself (SET / SHOW / RESET). */
 #define READ_CONSISTENCY "pqlite.read_consistency"
@@ -121,6 +124,11 @@ struct pgw_session {
 	bool reported_standby; /* in_hot_standby last reported "on" */
 	bool read_mode_explicit; /* SET pqlite.read_consistency chose the mode */
 	bool terminate_pending; /* end with FATAL 57P01 once the current message is done */
+	struct {
+		const char *name;        /* from guc_table */
+		char value[GUC_VALUE_MAX];
+	} gucs[GUC_MAX];             /* PostgreSQL parameters SET by the client */
+	int n_gucs;
 	struct pgw_proxy *proxy; /* ST_PROXY */
 
 	char *user;
@@ -194,6 +202,64 @@ static int char_position(const char *s, size_t off)
 /* ---- Statement classes ---------------------------------------------------------------- */
 
 /* Classify the statement s[0..len) and, for transaction control, fill the tag. */
+/* PostgreSQL parameters pgwire answers itself. Drivers SET and SHOW some of them at
+ * connect time (pgjdbc: "SET extra_float_digits = 3", "SET application_name = ...",
+ * "show transaction_read_only" for targetServerType=primary). SETTABLE ones are kept per
+ * session and reported by SHOW, but have no effect on execution (SQLite's semantics
+ * apply); client_encoding accepts UTF8 only. Read-only ones refuse SET (55P02); the
+ * STANDBY ones follow the node's role. Anything else is left to SQLite. */
+enum { GUC_FIXED, GUC_SETTABLE, GUC_STANDBY };
+
+static const struct guc_def {
+	const char *name;
+	const char *value; /* default */
+	int kind;
+} guc_table[] = {
+	{"transaction_read_only", NULL, GUC_STANDBY},
+	{"default_transaction_read_only", NULL, GUC_STANDBY},
+	{"in_hot_standby", NULL, GUC_STANDBY},
+	{"server_version", NULL, GUC_FIXED},
+	{"server_version_num", "150000", GUC_FIXED},
+	{"server_encoding", "UTF8", GUC_FIXED},
+	{"integer_datetimes", "on", GUC_FIXED},
+	{"is_superuser", "on", GUC_FIXED},
+	{"max_identifier_length", "63", GUC_FIXED},
+	{"transaction_isolation", "serializable", GUC_FIXED},
+	{"default_transaction_isolation", "serializable", GUC_FIXED},
+	{"client_encoding", "UTF8", GUC_SETTABLE},
+	{"DateStyle", "ISO, MDY", GUC_SETTABLE},
+	{"IntervalStyle", "postgres", GUC_SETTABLE},
+	{"TimeZone", "UTC", GUC_SETTABLE},
+	{"standard_conforming_strings", "on", GUC_SETTABLE},
+	{"application_name", "", GUC_SETTABLE},
+	{"extra_float_digits", "1", GUC_SETTABLE},
+	{"search_path", "\"$user\", public", GUC_SETTABLE},
+	{"statement_timeout", "0", GUC_SETTABLE},
+	{"lock_timeout", "0", GUC_SETTABLE},
+	{"idle_in_transaction_session_timeout", "0", GUC_SETTABLE},
+	{"client_min_messages", "notice", GUC_SETTABLE},
+	{"bytea_output", "hex", GUC_SETTABLE},
+	{"synchronous_commit", "on", GUC_SETTABLE},
+	{"jit", "off", GUC_SETTABLE},
+	{"work_mem", "4MB", GUC_SETTABLE},
+	{"row_security", "on", GUC_SETTABLE},
+	{"escape_string_warning", "on", GUC_SETTABLE},
+	{"lc_messages", "C", GUC_SETTABLE},
+	{"lc_monetary", "C", GUC_SETTABLE},
+	{"lc_numeric", "C", GUC_SETTABLE},
+	{"lc_time", "C", GUC_SETTABLE},
+};
+
+static const struct guc_def *guc_find(const char *w, size_t wl)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof guc_table / sizeof guc_table[0]; i++)
+		if (pgw_eq_nocase(w, wl, guc_table[i].name))
+			return &guc_table[i];
+	return NULL;
+}
+
 static enum stmt_class classify(const char *s, size_t len, char *tag, size_t tag_size)
 {
 	const char *w, *w2;
@@ -243,6 +309,13 @@ static enum stmt_class classify(const char *s, size_t len, char *tag, size_t tag
 		    (pgw_eq_nocase(p1, l1, "SESSION") || pgw_eq_nocase(p1, l1, "LOCAL")) &&
 		    !pgw_next_word(s, len, &j, &p1, &l1))
 			return C_USER;
+		if (guc_find(p1, l1) != NULL ||
+		    (pgw_eq_nocase(w, wl, "RESET") && pgw_eq_nocase(p1, l1, "ALL"))) {
+			snprintf(tag, tag_size, "%s", pgw_eq_nocase(w, wl, "SHOW") ? "SHOW"
+						    : pgw_eq_nocase(w, wl, "SET") ? "SET"
+									      : "RESET");
+			return C_GUC;
+		}
 		if (pgw_eq_nocase(p1, l1, "pqlite") && j < len && s[j] == '.') {
 			j++;
 			if (pgw_next_word(s, len, &j, &p2, &l2) &&
@@ -1285,6 +1358,148 @@ static const char *const read_mode_names[] = {"leader", "linearizable", "stale"}
 /* SET [SESSION] pqlite.read_consistency {TO | =} {leader | linearizable | stale | DEFAULT},
  * RESET pqlite.read_consistency, SHOW pqlite.read_consistency. Not transactional: a SET
  * inside a transaction that later rolls back stays in force (PostgreSQL would undo it). */
+static const char *guc_value(struct pgw_session *s, const struct guc_def *g)
+{
+	int i;
+
+	for (i = 0; i < s->n_gucs; i++)
+		if (s->gucs[i].name == g->name)
+			return s->gucs[i].value;
+	if (g->kind == GUC_STANDBY)
+		return standby_now(s) ? "on" : "off";
+	if (strcmp(g->name, "server_version") == 0)
+		return s->server_version;
+	return g->value;
+}
+
+static void guc_reset(struct pgw_session *s, const struct guc_def *g)
+{
+	int i;
+
+	for (i = 0; i < s->n_gucs; i++) {
+		if (s->gucs[i].name == g->name) {
+			s->gucs[i] = s->gucs[--s->n_gucs];
+			return;
+		}
+	}
+}
+
+/* SET / SHOW / RESET of a PostgreSQL parameter in guc_table (RESET ALL too). */
+static void run_guc(struct pgw_session *s, const char *tag, size_t start, size_t end)
+{
+	struct query *q = &s->q;
+	const char *text = q->sql + start, *w;
+	size_t len = end - start, i = 0, wl, vs, ve;
+	const struct guc_def *g;
+	char value[GUC_VALUE_MAX];
+	int k;
+
+	q->pos = end;
+	/* The statement's end, without a trailing ";" and blanks. */
+	while (len > 0 && (pgw_is_space(text[len - 1]) || text[len - 1] == ';'))
+		len--;
+	pgw_next_word(text, len, &i, &w, &wl); /* SET / SHOW / RESET */
+	pgw_next_word(text, len, &i, &w, &wl);
+	if (strcmp(tag, "RESET") == 0 && pgw_eq_nocase(w, wl, "ALL")) {
+		s->n_gucs = 0;
+		s->read_mode_explicit = false;
+		core_session_set_read_mode(s->core, CORE_READ_LEADER);
+		apply_auto_read_mode(s);
+		pgw_encode_command_complete(&s->out, "RESET");
+		return;
+	}
+	if (strcmp(tag, "SET") == 0 && pgw_eq_nocase(w, wl, "LOCAL")) {
+		send_error(s, "0A000", "SET LOCAL is not supported", NULL);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
+	if (strcmp(tag, "SET") == 0 && pgw_eq_nocase(w, wl, "SESSION"))
+		pgw_next_word(text, len, &i, &w, &wl);
+	g = guc_find(w, wl);
+	if (g == NULL || pgw_skip_blank(text, len, i) > len)
+		goto syntax;
+	if (strcmp(tag, "SHOW") == 0) {
+		struct pgw_column col = {g->name, 25, -1};
+		const char *v = guc_value(s, g);
+		size_t mark;
+		if (pgw_skip_blank(text, len, i) != len)
+			goto syntax;
+		pgw_encode_row_description(&s->out, 1, &col);
+		mark = pgw_datarow_start(&s->out, 1);
+		pgw_datarow_put(&s->out, v, strlen(v));
+		pgw_buf_finish(&s->out, mark);
+		pgw_encode_command_complete(&s->out, "SHOW");
+		return;
+	}
+	if (g->kind != GUC_SETTABLE) {
+		snprintf(s->detail_buf, sizeof s->detail_buf,
+			 "parameter \"%s\" cannot be changed", g->name);
+		send_error(s, "55P02", s->detail_buf, NULL);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
+	if (strcmp(tag, "RESET") == 0) {
+		if (pgw_skip_blank(text, len, i) != len)
+			goto syntax;
+		guc_reset(s, g);
+		pgw_encode_command_complete(&s->out, "RESET");
+		return;
+	}
+	/* SET name { = | TO } value[, value...] | DEFAULT */
+	i = pgw_skip_blank(text, len, i);
+	if (i < len && text[i] == '=') {
+		i++;
+	} else if (!pgw_next_word(text, len, &i, &w, &wl) || !pgw_eq_nocase(w, wl, "TO")) {
+		goto syntax;
+	}
+	vs = pgw_skip_blank(text, len, i);
+	ve = len;
+	if (vs >= ve)
+		goto syntax;
+	if (text[vs] == '\'' && ve - vs >= 2 && text[ve - 1] == '\'' &&
+	    memchr(text + vs + 1, '\'', ve - vs - 2) == NULL) {
+		vs++;
+		ve--;
+	}
+	if (ve - vs >= sizeof value) {
+		snprintf(s->detail_buf, sizeof s->detail_buf, "value for \"%s\" is too long",
+			 g->name);
+		send_error(s, "22023", s->detail_buf, NULL);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
+	memcpy(value, text + vs, ve - vs);
+	value[ve - vs] = '\0';
+	if (sqlite3_stricmp(value, "DEFAULT") == 0) {
+		guc_reset(s, g);
+		pgw_encode_command_complete(&s->out, "SET");
+		return;
+	}
+	if (strcmp(g->name, "client_encoding") == 0 && sqlite3_stricmp(value, "UTF8") != 0 &&
+	    sqlite3_stricmp(value, "UTF-8") != 0 && sqlite3_stricmp(value, "UNICODE") != 0) {
+		send_error(s, "22023", "only the UTF8 client encoding is supported", NULL);
+		settle_after_error(s, RUN_USER);
+		return;
+	}
+	for (k = 0; k < s->n_gucs && s->gucs[k].name != g->name; k++)
+		;
+	if (k == s->n_gucs) {
+		if (s->n_gucs == GUC_MAX) {
+			send_error(s, "54000", "too many parameters set in this session", NULL);
+			settle_after_error(s, RUN_USER);
+			return;
+		}
+		s->n_gucs++;
+	}
+	s->gucs[k].name = g->name;
+	snprintf(s->gucs[k].value, sizeof s->gucs[k].value, "%s", value);
+	pgw_encode_command_complete(&s->out, "SET");
+	return;
+syntax:
+	send_error(s, "42601", "syntax error in SET, SHOW or RESET", NULL);
+	settle_after_error(s, RUN_USER);
+}
+
 static void run_setting(struct pgw_session *s, const char *tag, size_t start, size_t end)
 {
 	struct query *q = &s->q;
@@ -1472,6 +1687,9 @@ static void next_statement(struct pgw_session *s)
 		return;
 	case C_SETTING:
 		run_setting(s, tag, start, end);
+		return;
+	case C_GUC:
+		run_guc(s, tag, start, end);
 		return;
 	case C_USER:
 	case C_ROLLBACK_TO:

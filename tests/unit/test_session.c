@@ -282,6 +282,42 @@ static void test_read_consistency_setting(void **state)
 	assert_string_equal(drain(fx), "C:SET|Z:I|");
 }
 
+/* PostgreSQL parameters drivers SET and SHOW at connect time are kept per session. */
+static void test_postgres_parameters(void **state)
+{
+	struct fixture *fx = *state;
+	query(fx, "SET extra_float_digits = 3");
+	assert_string_equal(drain(fx), "C:SET|Z:I|");
+	query(fx, "show EXTRA_FLOAT_DIGITS;");
+	assert_string_equal(drain(fx), "T|D:3|C:SHOW|Z:I|");
+	query(fx, "SET application_name TO 'PostgreSQL JDBC Driver'; SHOW application_name");
+	assert_string_equal(drain(fx), "C:SET|T|D:PostgreSQL JDBC Driver|C:SHOW|Z:I|");
+	query(fx, "SET SESSION search_path = \"$user\", public; SHOW search_path");
+	assert_string_equal(drain(fx), "C:SET|T|D:\"$user\", public|C:SHOW|Z:I|");
+	query(fx, "show transaction_read_only");
+	assert_string_equal(drain(fx), "T|D:off|C:SHOW|Z:I|");
+	query(fx, "SHOW server_version_num");
+	assert_string_equal(drain(fx), "T|D:150000|C:SHOW|Z:I|");
+	query(fx, "SET server_version = '9'");
+	assert_string_equal(drain(fx), "E:55P02|Z:I|");
+	query(fx, "SET client_encoding = 'LATIN1'");
+	assert_string_equal(drain(fx), "E:22023|Z:I|");
+	query(fx, "SET client_encoding = 'UTF8'");
+	assert_string_equal(drain(fx), "C:SET|Z:I|");
+	query(fx, "SET extra_float_digits");
+	assert_string_equal(drain(fx), "E:42601|Z:I|");
+	query(fx, "SET LOCAL extra_float_digits = 2");
+	assert_string_equal(drain(fx), "E:0A000|Z:I|");
+	query(fx, "RESET extra_float_digits; SHOW extra_float_digits");
+	assert_string_equal(drain(fx), "C:RESET|T|D:1|C:SHOW|Z:I|");
+	query(fx, "SET TimeZone = 'Europe/Paris'; SET pqlite.read_consistency = stale; "
+		  "RESET ALL; SHOW TimeZone; SHOW pqlite.read_consistency");
+	assert_string_equal(drain(fx), "C:SET|C:SET|C:RESET|T|D:UTC|C:SHOW|T|D:leader|C:SHOW|Z:I|");
+	/* Unknown parameters are not pgwire's: SQLite reports them. */
+	query(fx, "SHOW no_such_parameter");
+	assert_string_equal(drain(fx), "E:42601|Z:I|");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -293,6 +329,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_readonly_is_25006, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_transaction_rolls_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_consistency_setting, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_postgres_parameters, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

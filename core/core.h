@@ -71,6 +71,11 @@ const char *core_engine_leader_address(struct core_engine *e);
 /* True while the replicator reports this node as leader (ready or not). */
 bool core_engine_is_leader(struct core_engine *e);
 
+/* True once this node leads and its post-election barrier is applied: only then does its
+ * state hold every committed write. Until then a statement compiled here could miss
+ * tables that exist (prepare before waiting: pgwire runs a gate statement first). */
+bool core_engine_is_ready(struct core_engine *e);
+
 /* One listener (pgwire) told after the engine has processed every
  * core_engine_set_leader() call, with the same arguments. NULL to remove. */
 typedef void (*core_leader_cb)(void *arg, bool leader, bool ready);

@@ -373,6 +373,11 @@ bool core_engine_is_leader(struct core_engine *e)
 	return e->leader;
 }
 
+bool core_engine_is_ready(struct core_engine *e)
+{
+	return e->ready;
+}
+
 void core_engine_set_leader_listener(struct core_engine *e, core_leader_cb cb, void *arg)
 {
 	e->leader_cb = cb;

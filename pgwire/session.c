@@ -51,6 +51,7 @@ enum run_kind {
 	RUN_COMMIT_IMPLICIT, /* closes it at the end of the message */
 	RUN_ROLLBACK,        /* after an error; produces no output */
 	RUN_TXN,             /* client BEGIN/COMMIT/ROLLBACK: tag q.tag when done */
+	RUN_GATE,            /* waits until a new leader is ready, before a prepare */
 };
 
 enum q_phase { QP_NEXT, QP_STEP, QP_END };
@@ -90,6 +91,7 @@ struct query {
 	char tag[64];         /* RUN_TXN: the tag; RUN_USER TAG_PLAIN: the keywords */
 	enum tag_kind tag_kind;
 	bool described;       /* RowDescription sent */
+	bool gated;           /* the gate ran for the statement at pos */
 	uint64_t n_rows;
 	int n_cols;
 	uint32_t *oids;       /* n_cols column type OIDs */
@@ -1019,7 +1021,7 @@ static void fail_statement(struct pgw_session *s, int rc)
 {
 	struct query *q = &s->q;
 	struct core_error ce = *core_session_error(s->core);
-	enum run_kind kind = q->kind;
+	enum run_kind kind = q->kind == RUN_GATE ? RUN_USER : q->kind; /* it stood for it */
 
 	if (ce.code != rc) { /* the details belong to another call: keep only the code */
 		ce.sqlite_code = 0;
@@ -1210,7 +1212,8 @@ static void step_result(struct pgw_session *s, int rc)
 	case RUN_COMMIT_IMPLICIT:
 	case RUN_ROLLBACK:
 	case RUN_TXN:
-		if (rc == CORE_ROW) { /* never for these; keep stepping */
+	case RUN_GATE:
+		if (rc == CORE_ROW) { /* only the gate has one; keep stepping */
 			q->phase = QP_STEP;
 			return;
 		}
@@ -1235,6 +1238,9 @@ static void step_result(struct pgw_session *s, int rc)
 		s->txn = q->txn_after;
 		pgw_encode_command_complete(&s->out, q->tag);
 		q->phase = QP_NEXT;
+		break;
+	case RUN_GATE:
+		q->phase = QP_NEXT; /* ready: now prepare the statement */
 		break;
 	case RUN_USER:
 		break;
@@ -1700,6 +1706,16 @@ static void next_statement(struct pgw_session *s)
 		start_internal(s, RUN_BEGIN_IMPLICIT, "BEGIN", TX_IMPLICIT);
 		return; /* QP_NEXT comes back to this same statement */
 	}
+	if (!q->gated && core_engine_is_leader(s->engine) && !core_engine_is_ready(s->engine) &&
+	    core_session_read_mode(s->core) != CORE_READ_STALE) {
+		/* A new leader that has not applied everything yet would compile the statement
+		 * against an old schema (42P01 for a table whose CREATE was acknowledged): wait
+		 * for readiness through a statement the core gates, then prepare. */
+		q->gated = true;
+		start_internal(s, RUN_GATE, "SELECT 1", s->txn);
+		return; /* QP_NEXT comes back to this same statement */
+	}
+	q->gated = false;
 	q->kind = RUN_USER;
 	q->rolling_back = false;
 	q->pos_valid = true;

@@ -1769,6 +1769,12 @@ static int setup_raft(struct rg_node *n, char errmsg[ERR_MSG_LEN])
 	/* A promotion to voter catches the node up in rounds; bound how long a dead or
 	 * slow spare can hold the one membership change c-raft allows at a time. */
 	raft_set_max_catch_up_rounds(&n->raft, 10);
+	/* 0.15 drops an InstallSnapshot that arrives while the follower takes its own
+	 * snapshot, without a reply; the leader resends only after this timeout (default
+	 * 30 s, seen as a 30 s catch-up stall). The whole snapshot is one message here. */
+	raft_set_install_snapshot_timeout(&n->raft, n->election_timeout_ms * 5 > 5000
+							    ? n->election_timeout_ms * 5
+							    : 5000);
 	raft_set_max_catch_up_round_duration(&n->raft, n->election_timeout_ms);
 	return 0;
 }

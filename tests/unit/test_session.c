@@ -318,6 +318,43 @@ static void test_postgres_parameters(void **state)
 	assert_string_equal(drain(fx), "E:42601|Z:I|");
 }
 
+static void ignore_step(struct core_stmt *st, int rc, void *arg)
+{
+	*(int *)arg = rc;
+}
+
+/* A new leader compiles nothing before it is ready: a table whose CREATE was committed
+ * but not yet applied here must not be "missing" (42P01) for a statement that arrives
+ * in between. */
+static void test_new_leader_prepares_after_ready(void **state)
+{
+	struct fixture *fx = *state;
+	struct core_session *cs;
+	struct core_stmt *st;
+	int rc = -1;
+
+	assert_int_equal(core_session_open(fx->f.engine, "postgres", &cs), 0);
+	assert_int_equal(core_session_prepare(cs, "CREATE TABLE u (x)", -1, NULL, &st), 0);
+	assert_int_equal(core_stmt_step(st, ignore_step, &rc), CORE_PENDING);
+	/* Re-elected: leader again, its barrier not applied yet. */
+	core_engine_set_leader(fx->f.engine, true, false);
+	query(fx, "INSERT INTO u VALUES (1)");
+	assert_string_equal(drain(fx), ""); /* waiting, not 42P01 */
+	commit_all(&fx->f);                  /* the CREATE is applied */
+	assert_int_equal(rc, CORE_DONE);
+	core_stmt_finalize(st);
+	core_session_close(cs);
+	core_engine_set_leader(fx->f.engine, true, true);
+	commit_all(&fx->f);
+	assert_string_equal(drain(fx), "C:INSERT 0 1|Z:I|");
+	/* Leadership lost while waiting: 25006, nothing ran. */
+	core_engine_set_leader(fx->f.engine, true, false);
+	query(fx, "INSERT INTO u VALUES (2)");
+	assert_string_equal(drain(fx), "");
+	lose_leadership(&fx->f);
+	assert_string_equal(drain(fx), "E:25006|Z:I|");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -330,6 +367,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_implicit_transaction_rolls_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_consistency_setting, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_postgres_parameters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_leader_prepares_after_ready, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -982,3 +982,20 @@ bool pgw_proxy_busy(const struct pgw_proxy *p)
 	return p->inflight || p->up == UP_BACKOFF || p->up == UP_STARTING || p->up == UP_REPLAY ||
 	       p->up_out.len >= PGW_SESSION_OUT_HIGH;
 }
+
+int pgw_proxy_initial_setting(struct pgw_proxy *p, const char *sql)
+{
+	size_t n = strlen(sql);
+
+	buf_reset(&p->q);
+	buf_put_u8(&p->q, 'Q');
+	buf_put_u32be(&p->q, (uint32_t)(4 + n + 1));
+	buf_put(&p->q, sql, n + 1);
+	if (p->q.failed) {
+		buf_reset(&p->q);
+		return ERR_NOMEM;
+	}
+	remember_setting(p);
+	buf_reset(&p->q);
+	return 0;
+}

@@ -55,6 +55,10 @@ int pgw_proxy_create(const struct pgw_proxy_config *cfg, struct buf *client_out,
 /* Free; drops the upstream connection (ops->close) if there is one. */
 void pgw_proxy_destroy(struct pgw_proxy *p);
 
+/* Remember sql (a single SET statement) as if the client had run it successfully: it is
+ * replayed on every upstream, the first one included (settings given at startup). */
+int pgw_proxy_initial_setting(struct pgw_proxy *p, const char *sql);
+
 /* Handle one complete client message (normal phase, known type). */
 int pgw_proxy_message(struct pgw_proxy *p, const struct pgw_msg *m);
 

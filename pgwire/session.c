@@ -1900,16 +1900,41 @@ static int start_proxy(struct pgw_session *s, const char *app_name, const char *
 	return pgw_proxy_create(&pc, &s->out, &s->proxy);
 }
 
+/* The value of pqlite.read_consistency in a startup "options" string
+ * ("-c pqlite.read_consistency=stale", "--pqlite.read_consistency=stale"), else prev. */
+static const char *startup_read_mode(const char *options, const char *prev)
+{
+	static char value[16];
+	const char *p = options;
+	size_t n;
+
+	while ((p = strstr(p, READ_CONSISTENCY "=")) != NULL) {
+		bool ok = (p >= options + 2 && p[-1] == '-' && p[-2] == '-') ||
+			  (p >= options + 2 && p[-1] == 'c' && p[-2] == '-') ||
+			  (p >= options + 3 && p[-1] == ' ' && p[-2] == 'c' && p[-3] == '-');
+		p += strlen(READ_CONSISTENCY "=");
+		if (!ok)
+			continue;
+		n = strcspn(p, " \t");
+		if (n >= sizeof value)
+			n = sizeof value - 1;
+		memcpy(value, p, n);
+		value[n] = '\0';
+		prev = value;
+	}
+	return prev;
+}
+
 static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su)
 {
 	const char *key, *value, *user = NULL, *database = NULL, *app_name = NULL;
-	const char *client_encoding = NULL;
+	const char *client_encoding = NULL, *read_mode = NULL;
 	const char *options[MAX_PQ_OPTIONS];
 	unsigned n_options = 0;
 	char msg[NAME_MAX_LEN + 128];
 	uint8_t rnd[8];
 	bool proxy;
-	int rc;
+	int rc, mode, k;
 
 	if (su->major != 3) {
 		snprintf(msg, sizeof(msg),
@@ -1929,6 +1954,10 @@ static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su
 			client_encoding = value; /* passed on by a proxy; otherwise ignored */
 		else if (strcmp(key, PGW_PROXIED_PARAM) == 0)
 			s->proxied = strcmp(value, "1") == 0;
+		else if (strcmp(key, READ_CONSISTENCY) == 0)
+			read_mode = value;
+		else if (strcmp(key, "options") == 0)
+			read_mode = startup_read_mode(value, read_mode);
 		else if (strncmp(key, "_pq_.", 5) == 0 && n_options < MAX_PQ_OPTIONS)
 			options[n_options++] = key;
 		/* Other settings (DateStyle, options...) are ignored: the reported values are
@@ -1961,11 +1990,32 @@ static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su
 		send_fatal(s, "3D000", msg);
 		return;
 	}
+	mode = -1;
+	if (read_mode != NULL) {
+		for (k = 0; k < 3; k++)
+			if (sqlite3_stricmp(read_mode, read_mode_names[k]) == 0)
+				mode = k;
+		if (mode < 0) {
+			snprintf(msg, sizeof(msg),
+				 "invalid value for parameter \"" READ_CONSISTENCY "\": \"%.64s\"",
+				 read_mode);
+			send_fatal(s, "22023", msg);
+			return;
+		}
+	}
+	/* A session that asks for stale reads at startup reads this node's own copy, also
+	 * on a follower in proxy mode (where SET relays to the leader like everything). */
 	proxy = s->follower_mode == PGW_FOLLOWER_PROXY && s->up_ops != NULL && !s->proxied &&
-		!core_engine_is_leader(s->engine);
+		!core_engine_is_leader(s->engine) && mode != CORE_READ_STALE;
 	if (proxy) {
 		/* No core session here: the leader runs everything. */
 		rc = start_proxy(s, app_name, client_encoding);
+		if (rc == 0 && mode >= 0) {
+			char set[96];
+			snprintf(set, sizeof set, "SET " READ_CONSISTENCY " = %s",
+				 read_mode_names[mode]);
+			rc = pgw_proxy_initial_setting(s->proxy, set);
+		}
 		if (rc != 0) {
 			send_fatal(s, "53200", "out of memory");
 			return;
@@ -1984,6 +2034,10 @@ static void handle_startup_message(struct pgw_session *s, struct pgw_startup *su
 				send_fatal(s, rc == ERR_NOMEM ? "53200" : "XX000", err_str(rc));
 			}
 			return;
+		}
+		if (mode >= 0) {
+			core_session_set_read_mode(s->core, (enum core_read_mode)mode);
+			s->read_mode_explicit = true;
 		}
 	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {

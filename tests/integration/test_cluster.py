@@ -841,6 +841,56 @@ def test_quorum_loss_fails_writes_then_recovers(own_cluster, tname):
     assert rows in ([1, 4, 5], [1, 2, 4, 5]), rows
 
 
+@pytest.mark.deadline(150)
+def test_recover_after_majority_lost(own_cluster, tname):
+    """docs/cluster.md, quorum loss: the majority is gone for good; `pqlite recover` on the
+    survivor (stopped) makes it the only voter; it serves every acknowledged row, and a
+    wiped node joins it again."""
+    c = own_cluster(3, name="recover", follower_mode="proxy")
+    c.start()
+    leader = c.leader()
+    f1, f2 = followers(c, leader)
+    conn = leader.connect()
+    conn.cursor().execute("CREATE TABLE %s (id integer PRIMARY KEY)" % tname)
+    for i in range(1, 21):
+        conn.cursor().execute("INSERT INTO %s VALUES (%d)" % (tname, i))
+    conn.close()
+    c.wait_replicated()
+
+    def recover(node):
+        return subprocess.run([c.binary, "recover", "--data", node.data, "--listen",
+                               node.pg_address, "--raft", node.raft_address],
+                              capture_output=True, text=True, timeout=30)
+
+    r = recover(leader)  # still running: its data directory is locked
+    assert r.returncode == 1 and "in use" in r.stderr, (r.returncode, r.stderr)
+    f1.kill()
+    f2.kill()
+    leader.stop()
+    r = recover(leader)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "only voter" in r.stdout, r.stdout
+    empty = os.path.join(c.workdir, "empty")
+    os.makedirs(empty)
+    r = subprocess.run([c.binary, "recover", "--data", empty], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and "nothing to recover" in r.stderr, r.stderr
+
+    leader.start()
+    cl.wait_for("the survivor to lead alone", lambda: leader.claims_leadership(), 30)
+    first_write(c, leader, "INSERT INTO %s VALUES (21)" % tname, timeout=30)
+    assert leader.query("SELECT count(*) FROM %s" % tname) == [(21,)]
+    view = leader.view()
+    assert [(v["id"], v["role"]) for v in view] == [(leader.node_id(), "voter")], view
+
+    f1.wipe()
+    f1.join = leader.pg_address
+    f1.start()
+    c.wait_voters(2, on=leader)
+    rows = c.wait_identical("SELECT count(*) FROM %s" % tname, nodes=[leader, f1])
+    assert rows == [(21,)], rows
+
+
 def attempt(node, sql):
     """Connect and run sql; returns (SQLSTATE or "ok", seconds, message). An error at
     connect time counts too (a node may refuse sessions when it has no leader)."""

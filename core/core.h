@@ -53,8 +53,9 @@ int core_engine_create(const struct core_config *cfg, struct core_replication *r
 /* Destroy; every session must be closed first. */
 void core_engine_destroy(struct core_engine *e);
 
-/* Time: the server calls this every ~50 ms with a monotonic clock in ms. Expired waits
- * (writer queue, barrier gate) fail from here with ERR_TIMEOUT. */
+/* Time: the server calls this every ~50 ms with a monotonic clock in ms, and once before
+ * it accepts clients (deadlines computed before the first call count from 0). Expired
+ * waits (writer queue, barrier gate) fail from here with ERR_TIMEOUT. */
 void core_engine_tick(struct core_engine *e, uint64_t now_ms);
 
 /* Leadership, reported by the replicator's monitor. `ready` is true once this node leads

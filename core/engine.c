@@ -135,6 +135,7 @@ struct core_engine {
 	void *leader_cb_arg;
 	char fn_sqlstate[6]; /* set by a failing cluster function, see cluster.h */
 	struct generation *old_gens;
+	bool clock_started;       /* core_engine_tick was called */
 };
 
 static unsigned vfs_counter;
@@ -539,6 +540,14 @@ void core_engine_tick(struct core_engine *e, uint64_t now_ms)
 	struct core_stmt *st;
 	bool again = true;
 
+	if (!e->clock_started) {
+		/* Sessions opened before the first tick recorded time 0: their idle time
+		 * starts now, not at the epoch of the server's monotonic clock. */
+		struct core_session *s;
+		for (s = e->sessions; s != NULL; s = s->next)
+			s->last_active = now_ms;
+		e->clock_started = true;
+	}
 	e->now = now_ms;
 	expire_idle_transactions(e);
 	while (again) {

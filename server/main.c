@@ -553,6 +553,9 @@ int main(int argc, char **argv)
 	s.joined.data = &s;
 	uv_signal_init(&s.loop, &s.sigterm);
 	uv_signal_init(&s.loop, &s.sigint);
+	/* Start the engine's clock before any session can open: idle and wait times are
+	 * measured against it. */
+	core_engine_tick(s.engine, uv_now(&s.loop));
 	rv = rg_node_start(s.node, s.engine, errmsg);
 	if (rv != 0) {
 		fprintf(stderr, "pqlite: cannot start raft: %s\n", errmsg);

@@ -937,3 +937,24 @@ def test_five_nodes_join_and_survive_two_leader_crashes(own_cluster, tname):
     c.wait_replicated(timeout=60)
     rows = c.wait_identical("SELECT id, via FROM %s ORDER BY id" % tname)
     assert [r[0] for r in rows] == list(range(next_id[0])) and next_id[0] == 4 + 3
+
+    # A sixth node joins as a standby (5 voters at most); removing a voter promotes it.
+    sixth = c.add_node()
+    sixth.start()
+    cl.wait_for("the sixth node to be a standby",
+                lambda: {r["id"]: r["role"] for r in plain_view(c.leader())}.get(
+                    sixth.node_id()) == "standby", 60)
+    leader = c.leader()
+    victim = next(n for n in c.nodes if n is not leader and n is not sixth)
+    victim_id = victim.node_id()
+    r = subprocess.run([c.binary, "remove", "--host", leader.pg_address, str(victim_id)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    victim.stop()
+    cl.wait_for("the standby to be promoted to voter",
+                lambda: {r["id"]: r["role"] for r in plain_view(c.leader())}.get(
+                    sixth.node_id()) == "voter", 60)
+    view = plain_view(c.leader())
+    assert victim_id not in ids_in(view) and len(view) == 5, view
+    assert all(r["role"] == "voter" for r in view), view
+    c.nodes.remove(victim)

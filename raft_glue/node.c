@@ -722,6 +722,18 @@ static bool node_running(struct rg_node *n)
 	return n->state == RG_RUNNING;
 }
 
+/* Leading, and able to take requests. 0.15's step-down (convertClearLeader) frees the
+ * replication progress array, then fires every pending request callback with
+ * RAFT_LEADERSHIPLOST while raft_state() still says RAFT_LEADER: a raft_apply made from
+ * such a callback (the engine hands the database to its next writer) passes the state
+ * check and then crashes on the freed array (seen under partitions in the fault
+ * harness). So a NULL progress array means "not leading". */
+static bool leading(struct rg_node *n)
+{
+	return node_running(n) && raft_state(&n->raft) == RAFT_LEADER &&
+	       n->raft.leader_state.progress != NULL;
+}
+
 static void *port_alloc(struct core_replication *r, size_t len)
 {
 	(void)r;
@@ -794,7 +806,7 @@ static int port_propose(struct core_replication *r, void *buf, size_t len, uint6
 		     len);
 		return ERR_INVALID;
 	}
-	if (!node_running(n))
+	if (!leading(n))
 		return ERR_NOTLEADER;
 	rq = malloc(sizeof *rq);
 	if (rq == NULL)
@@ -833,7 +845,7 @@ static int port_barrier(struct core_replication *r, core_repl_cb cb, void *arg)
 	struct rg_request *rq;
 	int rv;
 
-	if (!node_running(n))
+	if (!leading(n))
 		return ERR_NOTLEADER;
 	rq = malloc(sizeof *rq);
 	if (rq == NULL)
@@ -855,7 +867,7 @@ static bool port_is_leader(struct core_replication *r)
 {
 	struct rg_node *n = r->data;
 
-	return node_running(n) && raft_state(&n->raft) == RAFT_LEADER;
+	return leading(n);
 }
 
 static bool port_needs_barrier(struct core_replication *r)
@@ -903,14 +915,14 @@ static unsigned port_members(struct core_replication *r, struct core_member *out
 	const struct raft_configuration *c = &n->raft.configuration;
 	const char *laddr = NULL;
 	raft_id lid = 0;
-	bool leading;
+	bool lead;
 	raft_index last, applied;
 	unsigned i;
 
 	if (!node_running(n))
 		return 0;
 	raft_leader(&n->raft, &lid, &laddr);
-	leading = raft_state(&n->raft) == RAFT_LEADER;
+	lead = leading(n);
 	last = raft_last_index(&n->raft);
 	applied = applied_index(n);
 	for (i = 0; i < c->n && i < max; i++) {
@@ -927,13 +939,13 @@ static unsigned port_members(struct core_replication *r, struct core_member *out
 		m->lag = -1;
 		if (srv->id == n->id) {
 			m->applied_index = (int64_t)applied;
-			if (leading)
+			if (lead)
 				m->lag = (int64_t)(last - applied);
 			else
 				m->lag = n->raft.commit_index > applied
 						 ? (int64_t)(n->raft.commit_index - applied)
 						 : 0;
-		} else if (leading && n->raft.leader_state.progress != NULL) {
+		} else if (lead) {
 			raft_index match = n->raft.leader_state.progress[i].match_index;
 			m->applied_index = (int64_t)match;
 			m->lag = last > match ? (int64_t)(last - match) : 0;
@@ -1147,7 +1159,7 @@ static int port_change(struct core_replication *r, enum core_change_op op, uint6
 	struct rg_node *n = r->data;
 
 	errmsg[0] = '\0';
-	if (!node_running(n) || raft_state(&n->raft) != RAFT_LEADER) {
+	if (!leading(n)) {
 		snprintf(errmsg, 256, "this node is not the leader");
 		return ERR_NOTLEADER;
 	}
@@ -1842,7 +1854,7 @@ void rg_node_handover(struct rg_node *n, rg_handover_cb cb)
 {
 	int rv;
 
-	if (!node_running(n) || raft_state(&n->raft) != RAFT_LEADER) {
+	if (!leading(n)) {
 		cb(n);
 		return;
 	}

@@ -253,9 +253,20 @@ class Nemesis(threading.Thread):
         self.active.append((leaf, {"nodes": [t]}))
 
     def _member_readd(self, t):
-        live = [n for n in self.cluster.nodes if n.alive() and n is not t and
-                n.name not in self.removed]
-        t.join = self.rng.choice(live).pg_address if live else None
+        """Start the wiped node t with --join to a live member. Never without --join: an
+        empty data directory without it would bootstrap a second cluster."""
+        def member():
+            live = [n for n in self.cluster.nodes if n.alive() and not n.paused and
+                    n is not t and n.name not in self.removed]
+            return self.rng.choice(live) if live else None
+        try:
+            via = wait_for("a live member for %s to join" % t.name, member, 30, interval=0.5)
+        except ClusterError as e:
+            self.errors.append("member: %s not re-added: %s" % (t.name, e))
+            self._rec("info", {"fault": "member", "nodes": [t.name],
+                               "error": "no live member to join"})
+            return
+        t.join = via.pg_address
         t.start(timeout=30)
         try:
             wait_for("%s to be a voter again" % t.name,
@@ -271,6 +282,8 @@ class Nemesis(threading.Thread):
     def heal(self):
         """Undo every fault in force (idempotent)."""
         with self.lock:
+            # membership last: a re-added node joins through members restarted first
+            self.active.sort(key=lambda a: a[0] == "member")
             while self.active:
                 leaf, st = self.active.pop(0)
                 try:

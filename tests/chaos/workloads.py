@@ -273,7 +273,8 @@ class ListAppendWorkload(Workload):
             # the client closes the connection) unless the error is not a definite one
             if e.pgcode:
                 raise OpError("%s before COMMIT" % e.pgcode)
-            raise OpError("connection lost before COMMIT: %s" % str(e).strip()[:100])
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise OpError("connection lost before COMMIT: %s" % first[:100])
         except QueryTimeout:
             raise OpError("timeout before COMMIT")
         conn.run("COMMIT", timeout=OP_TIMEOUT)

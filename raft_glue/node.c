@@ -1330,6 +1330,15 @@ static void append_cb(struct raft_io_append *req, int status)
 	struct raft_io_append *orig = w->orig;
 	raft_io_append_cb cb = w->orig_cb;
 
+#ifdef PQ_MUTANT_IGNORE_WRITE_ERRORS
+	/* Deliberately broken build (meson -Dmutant=ignore_write_errors) for the fault
+	 * harness: a failed append is reported as written, so a follower acknowledges
+	 * entries it never stored. */
+	if (status != 0 && !(status == RAFT_CANCELED && n->state == RG_STOPPING)) {
+		LOGW("raft: mutant: ignoring a failed append: %s", raft_code_name(status));
+		status = 0;
+	}
+#endif
 	if (status != 0 && !(status == RAFT_CANCELED && n->state == RG_STOPPING))
 		fail_stop("raft log append of %u entries failed: %s (%s)", w->n_entries,
 			  raft_code_name(status), n->io.errmsg);

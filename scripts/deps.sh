@@ -9,7 +9,7 @@ what=${1:-test}
 pkgs=(gcc pkg-config meson ninja-build libsqlite3-dev libraft-dev libuv1-dev libssl-dev)
 if [ "$what" = test ] || [ "$what" = bench ]; then
 	pkgs+=(libcmocka-dev libpq-dev postgresql-client-15 postgresql-15 python3 python3-pytest
-	       python3-psycopg2 iproute2 procps openjdk-17-jdk-headless libpostgresql-jdbc-java)
+	       python3-psycopg2 iproute2 procps strace openjdk-17-jdk-headless libpostgresql-jdbc-java)
 fi
 
 [ "$what" = bench ] && pkgs+=(go-dqlite)

@@ -16,6 +16,10 @@ subset of the parts at once):
                   node must fail-stop (or refuse writes) and never diverge; heal: delete the
                   balloon, restart the node if it stopped
   disk-one | disk-leader
+  ioerr           every disk write of a node (the leader or another) fails with EIO or
+                  ENOSPC (seeded), injected at the syscall by strace; the node must
+                  fail-stop at its next write and never diverge; heal: detach, restart it
+  ioerr-one | ioerr-leader
   member          remove a node (pqlite remove; the leader is transferred away first),
                   stop it, empty its data directory, start it again with --join (a new
                   member with a new id) and wait until it is a voter, while clients write
@@ -30,18 +34,19 @@ import subprocess
 import threading
 import time
 
-from nodes import ClusterError, wait_for
+from nodes import ClusterError, IoFault, wait_for
 
 FAMILIES = {
     "kill": ("kill-one", "kill-leader", "kill-majority"),
     "pause": ("pause-one", "pause-leader"),
     "partition": ("partition-one", "partition-leader", "partition-halves", "partition-ring"),
     "disk": ("disk-one", "disk-leader"),
+    "ioerr": ("ioerr-one", "ioerr-leader"),
     "member": ("member",),
 }
 LEAVES = {"kill-one", "kill-leader", "kill-majority", "kill-all", "pause-one", "pause-leader",
           "partition-one", "partition-leader", "partition-halves", "partition-ring",
-          "disk-one", "disk-leader", "member"}
+          "disk-one", "disk-leader", "ioerr-one", "ioerr-leader", "member"}
 
 
 def parse(spec, n_nodes):
@@ -177,6 +182,17 @@ class Nemesis(threading.Thread):
                                         "free": self.topo.disk_free(t.i)})
                     self.active.append((leaf, {"nodes": [t], "window": w,
                                                "pump": (pump, pump_stop)}))
+            elif kind == "ioerr":
+                targets = self._pick("leader" if sub == "leader" else "any", 1)
+                for t in targets:
+                    err = self.rng.choice(("EIO", "ENOSPC"))
+                    w = {"node": t.name, "log_start": t.log_size(), "log_end": None,
+                         "t0": time.monotonic(), "t1": None}
+                    self.disk_windows.append(w)
+                    fault = IoFault(t, err)
+                    self._rec("start", {"fault": leaf, "nodes": [t.name], "error": err})
+                    self.active.append((leaf, {"nodes": [t], "window": w, "fault": fault}))
+                    fault.start()
             elif kind == "member":
                 self._member_remove(leaf)
             else:
@@ -282,8 +298,11 @@ class Nemesis(threading.Thread):
     def heal(self):
         """Undo every fault in force (idempotent)."""
         with self.lock:
-            # membership last: a re-added node joins through members restarted first
-            self.active.sort(key=lambda a: a[0] == "member")
+            # processes first (restarted nodes come back while the network is still cut,
+            # as after a power cut in one rack), then the network, membership last: a
+            # re-added node joins through members restarted first
+            order = {"partition": 1, "member": 2}
+            self.active.sort(key=lambda a: order.get(a[0].partition("-")[0], 0))
             while self.active:
                 leaf, st = self.active.pop(0)
                 try:
@@ -332,6 +351,19 @@ class Nemesis(threading.Thread):
             w = st["window"]
             if died:
                 t.reap()
+            w["log_end"] = t.log_size()
+            w["t1"] = time.monotonic()
+            w["died"] = died
+            self._rec("stop", {"fault": leaf, "nodes": [t.name], "node_stopped": died})
+            if died:
+                self._restart(t)
+        elif kind == "ioerr":
+            t = st["nodes"][0]
+            st["fault"].stop()
+            died = not t.alive()
+            if died:
+                t.reap()
+            w = st["window"]
             w["log_end"] = t.log_size()
             w["t1"] = time.monotonic()
             w["died"] = died

@@ -308,6 +308,79 @@ class Node:
             return None
 
 
+# Syscalls by which raft_uv writes to its data directory: segment writes go through kernel
+# AIO (io_submit), metadata and snapshot files through libuv's positional writes, plus
+# preallocation and syncs. Plain write()/writev() are left alone: they are the log and the
+# sockets.
+IO_SYSCALLS = ("io_submit", "pwrite64", "pwritev", "pwritev2", "fsync", "fdatasync",
+               "fallocate")
+
+
+class IoFault:
+    """Make every disk write of a running node fail with `error` (EIO or ENOSPC) by
+    attaching strace to it with syscall fault injection (strace -e inject), until stop().
+    The node sees the error exactly as it would see a failing disk: from the kernel call."""
+
+    def __init__(self, node, error="EIO", log_path=None):
+        if error not in ("EIO", "ENOSPC"):
+            raise ValueError(error)
+        self.node = node
+        self.error = error
+        self.proc = None
+        self.log_path = log_path or os.path.join(node.dir, "strace.log")
+
+    def start(self, timeout=5.0):
+        pid = self.node.proc.pid
+        calls = ",".join(IO_SYSCALLS)
+        with open(self.log_path, "ab") as log:
+            log.write(("\n==== inject %s into %s pid %d at %s\n" % (
+                self.error, self.node.name, pid, time.strftime("%H:%M:%S"))).encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                ["strace", "-f", "-qq", "-p", str(pid), "-e", "trace=" + calls,
+                 "-e", "inject=%s:error=%s" % (calls, self.error)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        # strace attaches to every thread before it lets the process run on; give it that
+        # long, and fail loudly if it could not attach at all (no ptrace here)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                if self.node.alive():
+                    raise ClusterError("strace could not attach to %s (status %s); see %s"
+                                       % (self.node.name, self.proc.returncode,
+                                          self.log_path))
+                return self
+            if _traced(pid):
+                return self
+            time.sleep(0.02)
+        raise ClusterError("strace did not attach to %s within %.0fs" % (self.node.name,
+                                                                          timeout))
+
+    def stop(self, timeout=10.0):
+        """Detach (SIGINT makes strace let the process run on untraced)."""
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+def _traced(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1]) != 0
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 class Cluster:
     """N pqlite nodes, one per namespace of `topo`. `mode` is the follower mode: proxy,
     standby, or mixed (even-numbered nodes standby, odd ones proxy)."""

@@ -409,7 +409,7 @@ class Run:
                 if ("FAIL-STOP" in line or nodes_mod.DISK_FULL_RE.search(line)) and any(
                         w["node"] == n.name and w["log_start"] <= start and
                         (w["log_end"] is None or start <= w["log_end"]) for w in windows):
-                    self.notes.append("%s: expected under disk full: %s" % (n.name,
+                    self.notes.append("%s: expected under a disk fault: %s" % (n.name,
                                                                            line.strip()))
                     continue
                 found.append(line.rstrip())

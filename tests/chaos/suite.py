@@ -64,18 +64,20 @@ def run_one(entry, binary, outdir, timeout_extra=600, quiet=True):
 def row(info):
     ops = info.get("ops", {})
     chk = info.get("checker") or {}
-    return ("| %s | %s | %s | %s | %ss | %s | %s/%s/%s | %s | %s |" % (
+    return ("| %s | %s | %s | %s | %ss | %s | %s/%s/%s | %s | %s | %s | %s |" % (
         info.get("workload", "?"), info.get("nemesis", "?"), info.get("nodes", "?"),
         info.get("seed", "?"), info.get("time", "?"), ops.get("invoke", 0), ops.get("ok", 0),
-        ops.get("fail", 0), ops.get("info", 0),
+        ops.get("fail", 0), ops.get("info", 0), info.get("snapshot_installs", "-"),
+        info.get("disk_fail_stops", "-"),
         "valid" if chk and all(v["valid"] for v in chk.values()) else
         ("INVALID" if chk else "-"),
         info.get("result", "rc=%s" % info.get("_rc")) +
         ("" if not info.get("problem_kinds") else " (%s)" % ", ".join(info["problem_kinds"]))))
 
 
-HEADER = ("| workload | nemesis | nodes | seed | time | ops | ok/fail/info | checker | result |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| workload | nemesis | nodes | seed | time | ops | ok/fail/info | snapshots installed "
+          "| fail-stops | checker | result |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def install_signals():

@@ -342,36 +342,31 @@ class Nemesis(threading.Thread):
             self.topo.heal_all()
             self._rec("stop", {"fault": leaf})
         elif kind == "disk":
-            t = st["nodes"][0]
             pump, pump_stop = st["pump"]
             pump_stop.set()
             pump.join(5)
-            self.topo.unfill(t.i)
-            died = not t.alive()
-            w = st["window"]
-            if died:
-                t.reap()
-            w["log_end"] = t.log_size()
-            w["t1"] = time.monotonic()
-            w["died"] = died
-            self._rec("stop", {"fault": leaf, "nodes": [t.name], "node_stopped": died})
-            if died:
-                self._restart(t)
+            self.topo.unfill(st["nodes"][0].i)
+            self._end_disk_window(leaf, st)
         elif kind == "ioerr":
-            t = st["nodes"][0]
             st["fault"].stop()
-            died = not t.alive()
-            if died:
-                t.reap()
-            w = st["window"]
-            w["log_end"] = t.log_size()
-            w["t1"] = time.monotonic()
-            w["died"] = died
-            self._rec("stop", {"fault": leaf, "nodes": [t.name], "node_stopped": died})
-            if died:
-                self._restart(t)
+            self._end_disk_window(leaf, st)
         elif kind == "member":
             self._member_readd(st["nodes"][0])
+
+    def _end_disk_window(self, leaf, st):
+        """The disk is good again: close the window in which a fail-stop of the node is
+        expected, and restart the node if it stopped."""
+        t = st["nodes"][0]
+        died = not t.alive()
+        if died:
+            t.reap()
+        w = st["window"]
+        w["log_end"] = t.log_size()
+        w["t1"] = time.monotonic()
+        w["died"] = died
+        self._rec("stop", {"fault": leaf, "nodes": [t.name], "node_stopped": died})
+        if died:
+            self._restart(t)
 
     def heal_everything(self):
         """End of run: heal, resume every paused node, remove balloons, restart every node

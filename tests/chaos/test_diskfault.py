@@ -19,50 +19,17 @@ import os
 import re
 import signal
 import sys
-import time
 
 import psycopg2
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import netns  # noqa: E402
-from nodes import (PROBLEM_RE, Cluster, IoFault, QueryTimeout, wait_for)  # noqa: E402
+from chaos_env import cluster  # noqa: E402,F401 (the fixture)
+from nodes import PROBLEM_RE, IoFault, QueryTimeout, wait_for  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
-SERVER_ARGS = ["--election-timeout", "1000", "--snapshot-threshold", "64",
-               "--snapshot-trailing", "64", "--apply-timeout", "5000"]
-
-
-def _binary():
-    return os.environ.get("PQLITE_BIN") or os.path.join(REPO, "build-asan", "server",
-                                                        "pqlite")
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    why = netns.probe()
-    if why is not None:
-        pytest.skip(why)
-    if not os.path.exists("/usr/bin/strace"):
-        pytest.skip("strace is not installed")
-    if not os.access(_binary(), os.X_OK):
-        pytest.skip("no server binary at %s" % _binary())
-    logs = []
-    topo = netns.Topology(3, str(tmp_path), tmpfs_mb=64, log=logs.append)
-    env = dict(os.environ)
-    env["ASAN_OPTIONS"] = "abort_on_error=1:detect_leaks=1:disable_coredump=1"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    cl = None
-    try:
-        topo.setup()
-        cl = Cluster(topo, _binary(), str(tmp_path), SERVER_ARGS, mode="proxy", env=env)
-        cl.start(timeout=90)
-        yield cl
-    finally:
-        if cl is not None:
-            cl.stop_all(timeout=20)
-        topo.teardown()
+SERVER_ARGS = ["--snapshot-threshold", "64", "--snapshot-trailing", "64"]
+NEEDS_STRACE = True
 
 
 def _run(node, sql, timeout=10.0):

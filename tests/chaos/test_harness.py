@@ -1,6 +1,7 @@
 """The chaos harness cleans up after itself: on Ctrl-C it tears everything down and keeps
 the history, logs and seed; after a SIGKILL, `netns.py --cleanup-stale` removes what it
 left. Runs tests/chaos/run as a real process against $PQLITE_BIN. Needs root."""
+import contextlib
 import json
 import os
 import re
@@ -14,28 +15,20 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import netns  # noqa: E402
+from chaos_env import server_binary, skip_unless_possible  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 RUN = os.path.join(HERE, "run")
 
 
-def _binary():
-    return os.environ.get("PQLITE_BIN") or os.path.join(REPO, "build-asan", "server",
-                                                        "pqlite")
-
-
 @pytest.fixture(autouse=True)
 def _needs_root():
-    why = netns.probe()
-    if why is not None:
-        pytest.skip(why)
-    if not os.access(_binary(), os.X_OK):
-        pytest.skip("no server binary at %s" % _binary())
+    skip_unless_possible()
 
 
 def _start(out, nemesis):
     return subprocess.Popen([RUN, "--workload", "set", "--nemesis", nemesis, "--seed", "5",
-                             "--time", "120", "--bin", _binary(), "--out", str(out),
+                             "--time", "120", "--bin", server_binary(), "--out", str(out),
                              "--hold", "30,30"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -80,22 +73,29 @@ def _alive(pid):
         return False
 
 
-def test_ctrl_c_tears_everything_down_and_keeps_the_evidence(tmp_path):
-    out = tmp_path / "run"
-    p = _start(out, "partition-one")
+@contextlib.contextmanager
+def _running(out, nemesis, until):
+    """A run started and followed until `until` shows in its log; yields (process, run id,
+    its state file's contents); the process is killed on the way out if still running."""
+    p = _start(out, nemesis)
     try:
-        # the nemesis holds a partition for 30 s: interrupt while it is in force
-        _wait_log(out, "nemesis start", p)
+        _wait_log(out, until, p)
         runid = _runid(out)
-        st = _state(runid)
-        pids = st["created"]["pids"]
-        assert st["created"]["netns"] and st["created"]["mounts"] and pids
-        p.send_signal(signal.SIGINT)
-        rc = p.wait(60)
+        yield p, runid, _state(runid)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait(10)
+
+
+def test_ctrl_c_tears_everything_down_and_keeps_the_evidence(tmp_path):
+    out = tmp_path / "run"
+    # the nemesis holds a partition for 30 s: interrupt while it is in force
+    with _running(out, "partition-one", "nemesis start") as (p, runid, st):
+        pids = st["created"]["pids"]
+        assert st["created"]["netns"] and st["created"]["mounts"] and pids
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(60)
     assert rc == 130
     assert netns.leftovers(runid, st["created"]["mounts"]) == []
     assert not os.path.exists(os.path.join(netns.STATE_DIR, "%s.json" % runid))
@@ -110,11 +110,7 @@ def test_ctrl_c_tears_everything_down_and_keeps_the_evidence(tmp_path):
 
 def test_cleanup_stale_removes_what_a_killed_run_left(tmp_path):
     out = tmp_path / "run"
-    p = _start(out, "none")
-    try:
-        _wait_log(out, "cluster of 3 voters up", p)
-        runid = _runid(out)
-        st = _state(runid)
+    with _running(out, "none", "cluster of 3 voters up") as (p, runid, st):
         p.kill()          # the harness itself, by pid: it cannot clean up
         p.wait(10)
         pids = st["created"]["pids"]
@@ -130,7 +126,3 @@ def test_cleanup_stale_removes_what_a_killed_run_left(tmp_path):
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert [pid for pid in pids if _alive(pid)] == []
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(10)

@@ -9,44 +9,11 @@ import threading
 import time
 
 import psycopg2
-import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import netns  # noqa: E402
-from nodes import PROBLEM_RE, Cluster, QueryTimeout, wait_for  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(HERE))
-SERVER_ARGS = ["--election-timeout", "1000", "--apply-timeout", "5000"]
-
-
-def _binary():
-    return os.environ.get("PQLITE_BIN") or os.path.join(REPO, "build-asan", "server",
-                                                        "pqlite")
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    why = netns.probe()
-    if why is not None:
-        pytest.skip(why)
-    if not os.access(_binary(), os.X_OK):
-        pytest.skip("no server binary at %s" % _binary())
-    topo = netns.Topology(3, str(tmp_path), tmpfs_mb=64)
-    env = dict(os.environ)
-    env["ASAN_OPTIONS"] = "abort_on_error=1:detect_leaks=1:disable_coredump=1"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    cl = None
-    try:
-        topo.setup()
-        cl = Cluster(topo, _binary(), str(tmp_path), SERVER_ARGS, mode="proxy", env=env)
-        cl.start(timeout=90)
-        yield cl
-    finally:
-        if cl is not None:
-            cl.stop_all(timeout=20)
-        topo.teardown()
-
+from chaos_env import cluster  # noqa: E402,F401 (the fixture)
+from nodes import PROBLEM_RE, QueryTimeout, wait_for  # noqa: E402
 
 def test_step_down_with_queued_writers_does_not_crash(cluster):
     """c-raft 0.15 frees the leader's replication progress array on step-down, then fires

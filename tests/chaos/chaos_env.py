@@ -9,7 +9,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import netns  # noqa: E402
-from nodes import Cluster  # noqa: E402
+from nodes import Cluster, strace_probe  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_ARGS = ["--election-timeout", "1000", "--apply-timeout", "5000"]
@@ -24,8 +24,10 @@ def skip_unless_possible(need_strace=False):
     why = netns.probe()
     if why is not None:
         pytest.skip(why)
-    if need_strace and not os.path.exists("/usr/bin/strace"):
-        pytest.skip("strace is not installed")
+    if need_strace:
+        why = strace_probe()
+        if why is not None:
+            pytest.skip(why)
     if not os.access(server_binary(), os.X_OK):
         pytest.skip("no server binary at %s" % server_binary())
 

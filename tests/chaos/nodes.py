@@ -7,6 +7,7 @@ past its bound. Only processes started here are ever signalled, always by pid.
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -368,6 +369,23 @@ class IoFault:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+
+
+def strace_probe():
+    """None if strace can attach to a process of ours here (ptrace allowed), else why."""
+    if shutil.which("strace") is None:
+        return "strace is not installed (Debian package strace)"
+    victim = subprocess.Popen(["sleep", "10"])
+    try:
+        p = subprocess.run(["strace", "-qq", "-o", "/dev/null", "-e", "trace=none", "-p",
+                            str(victim.pid)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=0.5)
+        return "strace cannot attach: %s" % (p.stdout.strip()[:200] or p.returncode)
+    except subprocess.TimeoutExpired:
+        return None       # attached, and still tracing: it works
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def _traced(pid):

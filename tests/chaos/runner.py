@@ -476,6 +476,11 @@ def main(argv=None):
     if why is not None:
         print("SKIPPED: chaos harness: %s" % why)
         return SKIP
+    if "ioerr" in args.nemesis:
+        why = nodes_mod.strace_probe()
+        if why is not None:
+            print("SKIPPED: chaos harness: the ioerr nemesis needs strace: %s" % why)
+            return SKIP
     run = Run(args)
     run.prepare_out()
     state = {"signalled": False}

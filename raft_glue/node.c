@@ -119,6 +119,8 @@ struct rg_node {
 	int (*io_snapshot_put)(struct raft_io *io, unsigned trailing,
 			       struct raft_io_snapshot_put *req, const struct raft_snapshot *snapshot,
 			       raft_io_snapshot_put_cb cb);
+	int (*io_set_term)(struct raft_io *io, raft_term term);
+	int (*io_set_vote)(struct raft_io *io, raft_id server_id);
 
 	/* Leadership monitor and what it last reported to the engine. */
 	uv_prepare_t monitor;
@@ -1433,6 +1435,32 @@ static int skip_set_vote(struct raft_io *io, raft_id server_id)
 }
 #endif
 
+/* Term and vote go to the metadata file synchronously. When that write fails, 0.15 moves
+ * the node to RAFT_UNAVAILABLE: it then sits there answering nothing and logging nothing
+ * (found by the fault harness: ENOSPC on a follower's metadata write while it voted).
+ * Fail-stop instead, like every other local write error. */
+static int wrap_set_term(struct raft_io *io, raft_term term)
+{
+	struct rg_node *n = container_of(io, struct rg_node, io);
+	int rv = n->io_set_term(io, term);
+
+	if (rv != 0)
+		fail_stop("persisting term %llu failed: %s (%s)", (unsigned long long)term,
+			  raft_code_name(rv), n->io.errmsg);
+	return 0;
+}
+
+static int wrap_set_vote(struct raft_io *io, raft_id server_id)
+{
+	struct rg_node *n = container_of(io, struct rg_node, io);
+	int rv = n->io_set_vote(io, server_id);
+
+	if (rv != 0)
+		fail_stop("persisting the vote for node %llu failed: %s (%s)",
+			  (unsigned long long)server_id, raft_code_name(rv), n->io.errmsg);
+	return 0;
+}
+
 static void install_fail_stop(struct rg_node *n)
 {
 #ifdef PQ_MUTANT_SKIP_PERSIST_TERM
@@ -1442,9 +1470,13 @@ static void install_fail_stop(struct rg_node *n)
 	n->io_append = n->io.append;
 	n->io_truncate = n->io.truncate;
 	n->io_snapshot_put = n->io.snapshot_put;
+	n->io_set_term = n->io.set_term;
+	n->io_set_vote = n->io.set_vote;
 	n->io.append = wrap_append;
 	n->io.truncate = wrap_truncate;
 	n->io.snapshot_put = wrap_snapshot_put;
+	n->io.set_term = wrap_set_term;
+	n->io.set_vote = wrap_set_vote;
 }
 
 /* ---- Leadership monitor ---------------------------------------------------------------- */

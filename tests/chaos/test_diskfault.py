@@ -151,3 +151,37 @@ def test_leader_that_cannot_write_stops_and_cluster_carries_on(cluster, error):
     if not unknown:
         assert final == [1, 2, 3], "an acknowledged row is missing: %s" % final
     _no_other_problems(cl, allowed={leader.name})
+
+
+@pytest.mark.parametrize("error", ["EIO", "ENOSPC"])
+def test_node_that_cannot_persist_its_term_stops(cluster, error):
+    """Term and vote are written synchronously to raft_uv's metadata file. c-raft 0.15
+    answers a failure there by turning the node RAFT_UNAVAILABLE: alive, silent, never
+    catching up again. Found by the matrix (set + kill+pause+partition+disk+ioerr+member,
+    seed 7100: a follower stuck 117 entries behind with no log line). It must fail-stop.
+
+    Replay: the error is injected into one follower and the leader is killed. The two
+    followers need each other's vote for any new leader (pre-vote keeps terms still
+    until then), so the follower's first write is a new term or a vote, never an
+    append."""
+    cl = cluster
+    leader = cl.leader()
+    f, other = [n for n in cl.nodes if n is not leader]
+    _run_retry(leader, "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    _run(leader, "INSERT INTO t VALUES (1, 'before')")
+    wait_for("%s to apply the insert" % f.name, lambda: _rows(f) == [1], 20, interval=0.3)
+
+    fault = IoFault(f, error).start()
+    try:
+        leader.kill()
+        why = _fail_stopped(f, timeout=20.0)
+        assert "term" in why or "vote" in why, why
+    finally:
+        fault.stop()
+
+    for n in cl.nodes:
+        n.start()
+    cl.wait_voters(3, timeout=60)
+    _run_retry(cl.leader(), "INSERT INTO t VALUES (2, 'after')")
+    assert _wait_same(cl, want=[1, 2]) == [1, 2]
+    _no_other_problems(cl, allowed={f.name})

@@ -296,8 +296,8 @@ bad:
 	return false;
 }
 
-/* Read pqlite_cluster from the leader, retrying until the deadline. A_OK, A_FAIL (x->last)
- * or A_TIMEOUT. */
+/* Read pqlite_cluster from the leader, retrying until the deadline. A_OK (v is the view),
+ * A_FAIL (x->last) or A_TIMEOUT; v is left empty on failure. */
 static int read_view(struct cli *x, struct view *v)
 {
 	for (;;) {
@@ -306,8 +306,10 @@ static int read_view(struct cli *x, struct view *v)
 
 		if (a == A_RETRY)
 			continue;
-		if (a != A_OK)
+		if (a != A_OK) {
+			view_free(v); /* a view without a leader from an earlier round */
 			return a;
+		}
 		if (!view_from(x, r, v)) {
 			pgc_result_free(r);
 			return A_FAIL;

@@ -6,47 +6,28 @@ past its bound. Only processes started here are ever signalled, always by pid.
 """
 import os
 import re
-import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
 import psycopg2
-import psycopg2.extensions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+# The bounded asynchronous client pieces are the integration harness's (tests/integration/
+# cluster.py): the same exceptions, poll loop and waiting.
+import cluster as _icluster  # noqa: E402
+from cluster import ClusterError, QueryTimeout, _wait_async  # noqa: E402,F401
+
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 VIEW_SQL = ("SELECT id, raft_address, pg_address, role, is_leader, applied_index, lag "
             "FROM pqlite_cluster ORDER BY id")
 VIEW_KEYS = ("id", "raft_address", "pg_address", "role", "is_leader", "applied_index", "lag")
-
-
-class QueryTimeout(Exception):
-    pass
-
-
-class ClusterError(Exception):
-    pass
-
-
-def _wait_async(conn, deadline):
-    while True:
-        state = conn.poll()
-        if state == psycopg2.extensions.POLL_OK:
-            return
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise QueryTimeout("no answer within the time bound")
-        if state == psycopg2.extensions.POLL_READ:
-            select.select([conn.fileno()], [], [], min(left, 0.5))
-        elif state == psycopg2.extensions.POLL_WRITE:
-            select.select([], [conn.fileno()], [], min(left, 0.5))
-        else:  # pragma: no cover
-            raise psycopg2.OperationalError("bad poll state %r" % state)
 
 
 def dsn(host, port, connect_timeout=3):
@@ -99,20 +80,8 @@ def query(host, port, sql, timeout=5.0, stale=False):
 
 
 def wait_for(what, fn, timeout, interval=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            v = fn()
-            if v:
-                return v
-            last = v
-        except Exception as e:  # noqa: BLE001 - "not yet"
-            last = e
-        if time.monotonic() >= deadline:
-            raise ClusterError("timed out after %.1fs waiting for %s (last: %r)"
-                               % (timeout, what, last))
-        time.sleep(interval)
+    """fn() until it returns a true value; ClusterError after `timeout`."""
+    return _icluster.wait_for(what, fn, timeout, interval)
 
 
 class Node:

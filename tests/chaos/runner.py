@@ -11,7 +11,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tarfile
 import threading
@@ -24,6 +23,7 @@ import checkers  # noqa: E402
 import nemesis as nemesis_mod  # noqa: E402
 import netns  # noqa: E402
 import nodes as nodes_mod  # noqa: E402
+import suite  # noqa: E402
 from nodes import Cluster, ClusterError, wait_for  # noqa: E402
 from workloads import WORKLOADS, Client, History  # noqa: E402
 
@@ -37,17 +37,8 @@ class Interrupted(BaseException):
 
 def build_asan(log):
     """The ASan+UBSan server in build-asan/ (configured like scripts/test does)."""
-    bdir = os.path.join(REPO, "build-asan")
-    if not os.path.exists(os.path.join(bdir, "build.ninja")):
-        log("configuring %s (ASan+UBSan)" % bdir)
-        subprocess.run(["meson", "setup", bdir, "-Db_sanitize=address,undefined",
-                        "-Db_lundef=false"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    p = subprocess.run(["ninja", "-C", bdir], cwd=REPO, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout)
-        raise SystemExit("build of %s failed" % bdir)
-    return os.path.join(bdir, "server", "pqlite")
+    log("building build-asan (ASan+UBSan)")
+    return suite.build("build-asan")
 
 
 def parse_args(argv):

@@ -214,6 +214,34 @@ class BankWorkload(Workload):
                 "accounts": list(range(self.N_ACCOUNTS)), "allow_negative": True}
 
 
+class KeyPool:
+    """A few live keys; a key that has had `per_key` uses is retired and a fresh key takes
+    its place, so lists stay short and each register's history stays small. Callers hold
+    the workload's lock."""
+
+    def __init__(self, live, per_key):
+        self.keys = list(range(live))
+        self.next_key = live
+        self.per_key = per_key
+        self.uses = {}
+        self.all_keys = set(self.keys)
+
+    def pick(self, rng):
+        """(position, key) of a random live key."""
+        pos = rng.randrange(len(self.keys))
+        return pos, self.keys[pos]
+
+    def use(self, pos, k):
+        """Count one use of key k (at position pos); returns the count so far."""
+        c = self.uses.get(k, 0) + 1
+        self.uses[k] = c
+        if c >= self.per_key:
+            self.keys[pos] = self.next_key
+            self.all_keys.add(self.next_key)
+            self.next_key += 1
+        return c
+
+
 class ListAppendWorkload(Workload):
     name = "list-append"
     tables = ("lists",)
@@ -223,10 +251,7 @@ class ListAppendWorkload(Workload):
 
     def __init__(self, rng, n_clients):
         super().__init__(rng, n_clients)
-        self.keys = list(range(self.LIVE_KEYS))
-        self.next_key = self.LIVE_KEYS
-        self.counts = {}          # key -> values handed out
-        self.all_keys = set(self.keys)
+        self.pool = KeyPool(self.LIVE_KEYS, self.MAX_PER_KEY)   # uses: values appended
 
     def setup_sql(self):
         return ["CREATE TABLE lists (k INTEGER PRIMARY KEY, v TEXT)"]
@@ -235,18 +260,11 @@ class ListAppendWorkload(Workload):
         mops = []
         with self.lock:
             for _ in range(client.rng.randint(1, 4)):
-                pos = client.rng.randrange(len(self.keys))
-                k = self.keys[pos]
+                pos, k = self.pool.pick(client.rng)
                 if client.rng.random() < 0.5:
                     mops.append(["r", k, None])
                 else:
-                    c = self.counts.get(k, 0) + 1
-                    self.counts[k] = c
-                    mops.append(["append", k, c])
-                    if c >= self.MAX_PER_KEY:   # retire the key: lists stay short
-                        self.keys[pos] = self.next_key
-                        self.all_keys.add(self.next_key)
-                        self.next_key += 1
+                    mops.append(["append", k, self.pool.use(pos, k)])
         return {"f": "txn", "value": mops}
 
     def is_read(self, op):
@@ -290,8 +308,8 @@ class ListAppendWorkload(Workload):
         res = []
         for rows in reads.values():
             have = {k: [int(x) for x in v.split(",")] for k, v in rows[0] if v}
-            res.append(("txn", [["r", k, None] for k in sorted(self.all_keys)],
-                        [["r", k, have.get(k)] for k in sorted(self.all_keys)]))
+            res.append(("txn", [["r", k, None] for k in sorted(self.pool.all_keys)],
+                        [["r", k, have.get(k)] for k in sorted(self.pool.all_keys)]))
         return res
 
 
@@ -304,22 +322,15 @@ class RegisterWorkload(Workload):
 
     def __init__(self, rng, n_clients):
         super().__init__(rng, n_clients)
-        self.keys = list(range(self.LIVE_KEYS))
-        self.next_key = self.LIVE_KEYS
-        self.ops = {}
+        self.pool = KeyPool(self.LIVE_KEYS, self.OPS_PER_KEY)   # uses: every operation
 
     def setup_sql(self):
         return ["CREATE TABLE regs (k INTEGER PRIMARY KEY, v INTEGER)"]
 
     def gen(self, client):
         with self.lock:
-            pos = client.rng.randrange(len(self.keys))
-            k = self.keys[pos]
-            c = self.ops.get(k, 0) + 1
-            self.ops[k] = c
-            if c >= self.OPS_PER_KEY:
-                self.keys[pos] = self.next_key
-                self.next_key += 1
+            pos, k = self.pool.pick(client.rng)
+            self.pool.use(pos, k)
         x = client.rng.random()
         if x < 0.5:
             return {"f": "read", "value": {"key": k, "value": None}}
